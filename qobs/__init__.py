@@ -1,0 +1,65 @@
+"""qobs: observability and SLOs for quantum machine learning.
+
+``qobs.instrument()`` is the one line: installed adapters (Qiskit, PennyLane, third-party ones)
+observe every job from then on. Importing qobs is cheap; SDKs are patched when they are imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "annotate_run", "configure", "flush", "instrument", "shutdown", "uninstrument"]
+
+
+def configure(**settings: Any) -> Any:
+    """Set options (see ``qobs.config.Settings``); environment variables are the defaults."""
+    from qobs import runtime
+
+    return runtime.configure(**settings)
+
+
+def instrument(**settings: Any) -> list[str]:
+    """Start the pipeline and activate every installed adapter. Idempotent; never raises."""
+    from qobs import instrumentation, runtime
+    from qobs.errors import report_internal
+
+    try:
+        if settings:
+            runtime.configure(**settings)
+        rt = runtime.start()
+        if rt is None:
+            return []
+        return instrumentation.instrument(rt.settings.adapters)
+    except Exception as exc:  # noqa: BLE001 - instrumentation must never break the program
+        report_internal("instrument", exc)
+        return []
+
+
+def uninstrument() -> None:
+    """Restore every patched object and stop the pipeline (flushing the store)."""
+    from qobs import instrumentation, runtime
+
+    instrumentation.uninstrument()
+    runtime.stop()
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Commit queued store rows now."""
+    from qobs import runtime
+
+    runtime.flush(timeout)
+
+
+def shutdown() -> None:
+    """End the run now (normally done at exit)."""
+    from qobs import runtime
+
+    runtime.stop()
+
+
+def annotate_run(**fields: Any) -> None:
+    """Add provenance to the current run: ``seed=``, ``name=``, or free keys."""
+    from qobs.telemetry import annotate_run as _annotate
+
+    _annotate(**fields)

@@ -1,0 +1,244 @@
+"""The ``qobs`` command. Imports stay inside commands: ``qobs --help`` loads no SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qobs import __version__
+from qobs.errors import QobsError
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+# Commands that live beside the feature they drive, loaded only when named (keeps start-up fast).
+LAZY_COMMANDS: dict[str, str] = {}
+
+
+class _Group(click.Group):
+    """Turns QobsError (and any unexpected error) into one line and a non-zero exit.
+
+    Also resolves ``LAZY_COMMANDS`` ("module:attribute") on first use.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(LAZY_COMMANDS if self.name == "main" else ())})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and self.name == "main" and name in LAZY_COMMANDS:
+            import importlib
+
+            mod, _, attr = LAZY_COMMANDS[name].partition(":")
+            cmd = getattr(importlib.import_module(mod), attr)
+        return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QobsError as exc:
+            click.echo(f"qobs: error: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a traceback for a person
+            click.echo(f"qobs: internal error: {type(exc).__name__}: {exc} (please report it)", err=True)
+            ctx.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qobs")
+def main() -> None:
+    """Observability and SLOs for quantum machine learning."""
+
+
+def _settings(store: str | None = None) -> Any:
+    from qobs import config
+
+    return config.from_env(**({"store": store} if store else {}))
+
+
+def _open_store(store: str | None) -> Any:
+    from qobs import config
+    from qobs.store import connect
+
+    s = _settings(store)
+    path = config.store_path(s)
+    if path is None:
+        raise QobsError("the run store is off (QOBS_STORE=off); point QOBS_STORE or --store at a store")
+    return connect(path, create=False)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--store", help="Run store path (default: $QOBS_STORE or ./.qobs/runs.db).")
+@click.option("--name", help="A name for this run.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def run(store: str | None, name: str | None, command: tuple[str, ...]) -> None:
+    """Run a program with qobs instrumentation, unmodified: qobs run -- python train.py ARGS."""
+    import shutil
+
+    from qobs import config, runtime
+    from qobs.store import Writer
+
+    s = _settings(store)  # validates the environment: a bad value is one line here, exit 2
+    cmd = list(command)
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
+        raise QobsError(f"command not found: {cmd[0]}")
+    env = dict(os.environ)
+    run_id = runtime.new_run_id()
+    boot = str(Path(__file__).with_name("_bootstrap"))
+    env["PYTHONPATH"] = os.pathsep.join([boot, *filter(None, [env.get("PYTHONPATH")])])
+    env["QOBS_AUTO_INSTRUMENT"] = "1"
+    env["QOBS_RUN_ID"] = run_id
+    if store:
+        env["QOBS_STORE"] = store
+    if name:
+        env["QOBS_RUN_NAME"] = name
+    path = config.store_path(s)
+    if path is not None:
+        Writer(path).close()  # fail now, with one line, if the store cannot be opened
+    proc = subprocess.Popen(cmd, env=env)
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in forwarded}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    exit_code = code if code >= 0 else 128 - code
+    if path is not None:
+        _close_run(path, run_id, exit_code)
+    sys.exit(exit_code)
+
+
+def _close_run(path: Path, run_id: str, exit_code: int) -> None:
+    import time
+
+    from qobs.errors import contained
+    from qobs.store import connect
+
+    status = "finished" if exit_code == 0 else "interrupted" if exit_code in (130, 143) else "failed"
+    with contained("store"):
+        conn = connect(path)
+        conn.execute("INSERT INTO runs (run_id, started_at, status, exit_code, ended_at, argv) "
+                     "VALUES (?, ?, ?, ?, ?, '[]') ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, "
+                     "exit_code = excluded.exit_code, ended_at = COALESCE(runs.ended_at, excluded.ended_at)",
+                     (run_id, time.time(), status, exit_code, time.time()))
+        conn.close()
+
+
+@main.group()
+def runs() -> None:
+    """Runs recorded in the embedded store."""
+
+
+@runs.command("list")
+@click.option("--store", help="Run store path.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs_list(store: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs."""
+    from qobs.store import list_runs
+
+    rows = list_runs(_open_store(store), limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no runs yet")
+        return
+    click.echo(f"{'RUN':<25} {'STARTED':<19} {'STATUS':<11} {'JOBS':>6} {'SHOTS':>10}  COMMAND")
+    for r in rows:
+        argv = " ".join(r.get("argv") or [])[:60]
+        click.echo(f"{r['run_id']:<25} {_ts(r['started_at']):<19} {r['status'] or '':<11} {r['jobs']:>6} "
+                   f"{r['shots']:>10}  {argv}")
+
+
+def _ts(t: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+@runs.command("show")
+@click.argument("run_ref", default="latest")
+@click.option("--store", help="Run store path.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs_show(run_ref: str, store: str | None, as_json: bool) -> None:
+    """Totals per backend and provenance of one run (RUN id, prefix, or 'latest')."""
+    from qobs.store import resolve_run, run_summary
+
+    conn = _open_store(store)
+    run_row = resolve_run(conn, run_ref)
+    summary = run_summary(conn, run_row["run_id"])
+    if as_json:
+        click.echo(json.dumps({"run": run_row, **summary}, indent=2, default=str))
+        return
+    click.echo(_format_run(run_row, summary))
+
+
+def _format_run(r: dict[str, Any], s: dict[str, Any]) -> str:
+    dur = f"{r['ended_at'] - r['started_at']:.1f} s" if r.get("ended_at") else "running or cut off"
+    lines = [f"run {r['run_id']}" + (f" ({r['name']})" if r.get("name") else ""),
+             f"  status   {r.get('status')}" + (f", exit {r['exit_code']}" if r.get("exit_code") is not None else ""),
+             f"  started  {_ts(r['started_at'])}, {dur}",
+             f"  command  {' '.join(r.get('argv') or [])}",
+             f"  versions qobs {r.get('qobs_version')}, python {r.get('python')}, qiskit {r.get('qiskit')}, "
+             f"qiskit-aer {r.get('qiskit_aer')}, pennylane {r.get('pennylane')}",
+             f"  host     {r.get('host')}  git {(r.get('git_commit') or '-')[:12]}  seed {r.get('seed')}", ""]
+    t = s["totals"]
+    lines.append(f"{'BACKEND':<24} {'JOBS':>7} {'CIRCUITS':>9} {'SHOTS':>11} {'ERRORS':>7} {'COST':>12}  p95 JOB")
+    for name, b in s["backends"].items():
+        cost = f"{b['cost']} {b['currency'] or ''}".strip() if b["unpriced_jobs"] < b["jobs"] else "unpriced"
+        p95 = f"{b['job_duration_p95_s'] * 1000:.1f} ms" if b["job_duration_p95_s"] is not None else "-"
+        lines.append(f"{name:<24} {b['jobs']:>7} {b['circuits']:>9} {b['shots']:>11} {b['errors']:>7} "
+                     f"{cost:>12}  {p95}")
+    lines.append(f"{'total':<24} {t['jobs']:>7} {t['circuits']:>9} {t['shots']:>11} {t['errors']:>7}")
+    tr = s["training"]
+    if tr["steps"]:
+        lines.append(f"\ntraining: {tr['steps']} steps (last {tr['last_step']}), {tr['samples']} samples")
+    if s["events"]:
+        lines.append("events: " + ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 when docs/contract.md differs from the contract.")
+def contract(check: bool) -> None:
+    """Print the SLI contract (metrics, span attributes, SLO thresholds) as Markdown."""
+    from qobs.contract import markdown
+
+    text = markdown()
+    if check:
+        path = Path("docs/contract.md")
+        if not path.exists() or path.read_text() != text:
+            _fail("docs/contract.md is out of date; run `qobs contract > docs/contract.md`")
+        return
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--store", help="Run store path.")
+@click.option("--jobs", default=20, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--shots", default=1024, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo(store: str | None, jobs: int, shots: int, seed: int) -> None:
+    """Run the instrumented sample workload on the embedded store and summarise it."""
+    from qobs import demo as demo_mod
+
+    demo_mod.run(store=store, jobs=jobs, shots=shots, seed=seed)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,82 @@
+"""Exceptions qobs raises to users, and containment of everything else.
+
+Instrumentation must never break the user's program: any failure inside qobs is caught by
+``contained``, logged once per (component, exception type), and counted in
+``qobs_internal_errors_total``. The user's own exceptions never pass through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+log = logging.getLogger("qobs")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class QobsError(Exception):
+    """An error qobs reports to a person: one line, no traceback."""
+
+
+class ConfigError(QobsError):
+    """Bad configuration (environment, files, arguments)."""
+
+
+class StoreError(QobsError):
+    """The run store cannot be opened or written."""
+
+
+_seen: set[tuple[str, str]] = set()
+_seen_lock = threading.Lock()
+# Counts kept even before (or without) the metrics registry, for tests and `qobs runs show`.
+internal_error_counts: dict[str, int] = {}
+
+
+def report_internal(component: str, exc: BaseException) -> None:
+    """Record a contained failure: log once per kind, count always. Never raises."""
+    try:
+        key = (component, type(exc).__name__)
+        with _seen_lock:
+            first = key not in _seen
+            _seen.add(key)
+            internal_error_counts[component] = internal_error_counts.get(component, 0) + 1
+        if first:
+            log.warning("qobs: %s failed (%s: %s); telemetry continues without it", component,
+                        type(exc).__name__, exc)
+        from qobs import metrics
+
+        metrics.count_internal_error(component)
+    except Exception:  # noqa: BLE001 - the last line of defence must not raise
+        pass
+
+
+@contextmanager
+def contained(component: str) -> Iterator[None]:
+    """Run a block of qobs code; swallow and count its failures."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        report_internal(component, exc)
+
+
+def safe(component: str, default: R | None = None) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """Decorator form of ``contained`` that returns ``default`` on failure."""
+
+    def deco(fn: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(fn)
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                report_internal(component, exc)
+                return default
+
+        return inner
+
+    return deco

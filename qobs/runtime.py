@@ -1,0 +1,220 @@
+"""Process-wide qobs state: settings, the run, the store writer, tracing and exporters.
+
+``start()`` brings the pipeline up once; every part is optional and contained, so a locked
+store or a taken port disables that part (logged once, counted) and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from qobs import config
+from qobs.errors import contained, report_internal
+from qobs.redact import redact, redact_argv
+
+
+class Runtime:
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.run_id = settings.run_id or new_run_id()
+        self.started_at = time.time()
+        self.writer: Any | None = None
+        self.tracing: Any | None = None
+        self.http_server: Any | None = None
+        self.status = "running"
+        self._ended = False
+
+
+_rt: Runtime | None = None
+_lock = threading.RLock()
+_settings_override: dict[str, Any] = {}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def settings() -> config.Settings:
+    return _rt.settings if _rt else config.from_env(**_settings_override)
+
+
+def configure(**overrides: Any) -> config.Settings:
+    """Set options (validated now); a running pipeline is restarted with them."""
+    with _lock:
+        s = config.from_env(**{**_settings_override, **overrides})
+        _settings_override.update(overrides)
+        if _rt is not None:
+            stop()
+            start()
+        return s
+
+
+def current() -> Runtime | None:
+    return _rt
+
+
+def start() -> Runtime | None:
+    """Bring the pipeline up (idempotent). Returns None when qobs is disabled or misconfigured."""
+    global _rt
+    with _lock:
+        if _rt is not None:
+            return _rt
+        try:
+            s = config.from_env(**_settings_override)
+        except Exception as exc:  # noqa: BLE001 - a bad env var must not break the user's program
+            report_internal("config", exc)
+            return None
+        if not s.enabled:
+            return None
+        rt = Runtime(s)
+        with contained("tracing"):
+            from qobs.tracing import Tracing
+
+            rt.tracing = Tracing(s)
+        with contained("metrics"):
+            from qobs import metrics
+
+            metrics.instruments(s.label_limit, rt.tracing.meter if rt.tracing else None)
+        path = config.store_path(s)
+        if path is not None:
+            with contained("store"):
+                from qobs.store import Writer
+
+                rt.writer = Writer(path, s.flush_interval)
+                rt.writer.insert_once("runs", provenance(rt))
+        if s.serve_prometheus:
+            with contained("prometheus_server"):
+                from prometheus_client import start_http_server
+
+                rt.http_server = start_http_server(s.prometheus_port, addr=s.prometheus_host)
+        _rt = rt
+        _install_exit_hooks()
+        return rt
+
+
+def stop(status: str | None = None, exit_code: int | None = None) -> None:
+    """End the run: record its end, flush the store, push metrics, stop exporters."""
+    global _rt
+    with _lock:
+        rt, _rt = _rt, None
+    if rt is None or rt._ended:
+        return
+    rt._ended = True
+    final = status or ("failed" if rt.status == "failed" else "interrupted" if rt.status == "interrupted"
+                       else "finished")
+    if rt.writer is not None:
+        with contained("store"):
+            row: dict[str, Any] = {"run_id": rt.run_id, "ended_at": time.time(), "status": final}
+            if exit_code is not None:
+                row["exit_code"] = exit_code
+            rt.writer.update_run(row)
+            rt.writer.close()
+    if rt.settings.pushgateway_url:
+        with contained("pushgateway"):
+            from prometheus_client import REGISTRY, push_to_gateway
+
+            push_to_gateway(rt.settings.pushgateway_url, job=rt.settings.service_name, registry=REGISTRY,
+                            grouping_key={"run_id": rt.run_id}, timeout=5)
+    if rt.http_server is not None:
+        with contained("prometheus_server"):
+            server = rt.http_server[0] if isinstance(rt.http_server, tuple) else rt.http_server
+            server.shutdown()
+            server.server_close()
+    if rt.tracing is not None:
+        with contained("tracing"):
+            rt.tracing.shutdown()
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Commit queued store rows now (tests and CLI use it; the writer also flushes on its own)."""
+    rt = _rt
+    if rt is not None and rt.writer is not None:
+        rt.writer.flush(timeout)
+
+
+_hooks_installed = False
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(stop)
+    previous = sys.excepthook
+
+    def excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
+        rt = _rt
+        if rt is not None:
+            rt.status = "interrupted" if issubclass(tp, KeyboardInterrupt) else "failed"
+        previous(tp, value, tb)
+
+    sys.excepthook = excepthook
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork)
+
+
+def _after_fork() -> None:
+    """A forked child has no writer thread: give it its own writer on the same store and run."""
+    rt = _rt
+    if rt is None or rt.writer is None:
+        return
+    try:
+        from qobs.store import Writer
+
+        rt.writer = Writer(rt.writer.path, rt.settings.flush_interval)
+    except Exception as exc:  # noqa: BLE001
+        rt.writer = None
+        report_internal("store", exc)
+
+
+def provenance(rt: Runtime) -> dict[str, Any]:
+    from qobs import __version__
+    from qobs._versions import sdk_version
+
+    return {
+        "run_id": rt.run_id, "name": rt.settings.run_name, "started_at": rt.started_at, "status": "running",
+        "qobs_version": __version__, "python": platform.python_version(), "qiskit": sdk_version("qiskit"),
+        "qiskit_aer": sdk_version("qiskit-aer"), "pennylane": sdk_version("pennylane"),
+        "host": socket.gethostname(), "pid": os.getpid(), "argv": redact_argv(list(sys.argv)),
+        "cwd": os.getcwd(), "git_commit": git_commit(Path.cwd()), "service": rt.settings.service_name,
+        "extra": redact({k: v for k, v in rt.settings.extra.items() if k not in ("QOBS_RUN_ID",)}),
+    }
+
+
+def git_commit(start: Path) -> str | None:
+    """The checked-out commit, read from ``.git`` files (no subprocess)."""
+    try:
+        for d in (start, *start.parents):
+            git = d / ".git"
+            if git.is_file():  # worktree or submodule: "gitdir: PATH"
+                git = (d / git.read_text().split(":", 1)[1].strip()).resolve()
+            if not git.is_dir():
+                continue
+            head = (git / "HEAD").read_text().strip()
+            if not head.startswith("ref:"):
+                return head
+            ref = head.split(":", 1)[1].strip()
+            common = git / "commondir"
+            roots = [git] + ([(git / common.read_text().strip()).resolve()] if common.is_file() else [])
+            for root in roots:
+                if (root / ref).is_file():
+                    return (root / ref).read_text().strip()
+                packed = root / "packed-refs"
+                if packed.is_file():
+                    for line in packed.read_text().splitlines():
+                        if line.endswith(" " + ref):
+                            return line.split()[0]
+            return None
+    except OSError:
+        return None
+    return None

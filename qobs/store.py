@@ -1,0 +1,324 @@
+"""The embedded run store: SQLite in WAL mode, written off the hot path.
+
+One row per run (provenance), per job, per training step and per event. Instrumentation only
+enqueues rows; a background writer commits them in batches at least every ``flush_interval``
+(at most one second), so a ``kill -9`` loses at most the last interval and leaves a store that
+opens. Several processes may write one store at once (WAL plus a busy timeout). The schema is
+versioned; ``MIGRATIONS`` upgrades older stores in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from qobs.errors import StoreError, report_internal
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, name TEXT, started_at REAL NOT NULL, ended_at REAL, status TEXT,
+        exit_code INTEGER, qobs_version TEXT, python TEXT, qiskit TEXT, qiskit_aer TEXT, pennylane TEXT,
+        host TEXT, pid INTEGER, argv TEXT, cwd TEXT, seed INTEGER, git_commit TEXT, service TEXT, extra TEXT
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, ts REAL NOT NULL, backend TEXT, provider TEXT,
+        operation TEXT, purpose TEXT, circuits INTEGER, bindings INTEGER, shots INTEGER,
+        shots_requested INTEGER, depth INTEGER, width INTEGER, two_qubit_gates INTEGER, depth_before INTEGER,
+        transpile_s REAL, queue_s REAL, execution_s REAL, duration_s REAL, status TEXT, error_type TEXT,
+        submission_reason TEXT, cost TEXT, cost_currency TEXT, cost_source TEXT, job_id TEXT, session_id TEXT,
+        trace_id TEXT, span_id TEXT, attrs TEXT
+    );
+    CREATE INDEX jobs_run ON jobs (run_id);
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, model TEXT, step INTEGER, ts REAL NOT NULL,
+        duration_s REAL, samples INTEGER, cost TEXT, trace_id TEXT, metrics TEXT
+    );
+    CREATE INDEX steps_run ON steps (run_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, run_id TEXT, ts REAL NOT NULL, kind TEXT NOT NULL, subject TEXT, data TEXT
+    );
+    CREATE INDEX events_run ON events (run_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+TABLES = ("runs", "jobs", "steps", "events")
+_JSON_COLUMNS = {"argv", "extra", "attrs", "metrics", "data"}
+
+
+def connect(path: str | os.PathLike[str], *, create: bool = True, timeout: float = 10.0) -> sqlite3.Connection:
+    """Open (and migrate) a store. Raises StoreError with one clear line."""
+    p = Path(path)
+    if not create and not p.exists():
+        raise StoreError(f"no run store at {p} (set QOBS_STORE or run something under `qobs run` first)")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(p, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open run store {p}: {_reason(exc)}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"cannot use run store {p}: {_reason(exc)}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _reason(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    if "not a database" in msg or "malformed" in msg:
+        return f"{msg} (the file is corrupt or not a qobs store; move it aside to start a new one)"
+    if "readonly" in msg or "unable to open" in msg:
+        return f"{msg} (check the path and its permissions, or set QOBS_STORE)"
+    return msg
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"store schema v{version} is newer than this qobs understands "
+                                    f"(v{SCHEMA_VERSION}); upgrade qobs")
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for i in range(version, SCHEMA_VERSION):
+            for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
+                conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (json.dumps(v, default=str) if k in _JSON_COLUMNS and v is not None else
+                str(v) if v is not None and not isinstance(v, (int, float, str, bytes)) else v)
+            for k, v in row.items()}
+
+
+class Writer:
+    """Batches rows and commits them from a background thread."""
+
+    def __init__(self, path: str | os.PathLike[str], flush_interval: float = 0.5, max_pending: int = 100_000) -> None:
+        self.path = Path(path)
+        self.flush_interval = min(max(flush_interval, 0.01), 1.0)
+        self.max_pending = max_pending
+        self._q: queue.SimpleQueue[tuple[str, dict[str, Any], str]] = queue.SimpleQueue()
+        self._conn = connect(self.path)
+        self._stop = threading.Event()
+        self._flush_now = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._loop, name="qobs-store-writer", daemon=True)
+        self._thread.start()
+
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        """Queue a row (never blocks on disk)."""
+        self._q.put((table, row, "insert"))
+
+    def insert_once(self, table: str, row: dict[str, Any]) -> None:
+        """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
+        self._q.put((table, row, "insert_once"))
+
+    def update_run(self, row: dict[str, Any]) -> None:
+        """Queue an update of the run ``row["run_id"]`` (non-null fields only)."""
+        self._q.put(("runs", row, "update"))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Commit everything queued so far (from the caller's view)."""
+        if threading.current_thread() is self._thread:
+            return
+        marker = threading.Event()
+        self._q.put(("", {"event": marker}, "marker"))
+        self._flush_now.set()
+        marker.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        self._stop.set()
+        self._flush_now.set()
+        self._thread.join(timeout)
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._flush_now.wait(self.flush_interval)
+            self._flush_now.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        batch: list[tuple[str, dict[str, Any], str]] = []
+        markers: list[threading.Event] = []
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item[2] == "marker":
+                markers.append(item[1]["event"])
+            else:
+                batch.append(item)
+        if batch:
+            self._write(batch)
+        for m in markers:
+            m.set()
+
+    def _write(self, batch: list[tuple[str, dict[str, Any], str]]) -> None:
+        for attempt in range(3):
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for table, row, op in batch:
+                    self._exec(table, row, op)
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if "locked" in str(exc) and attempt < 2:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                report_internal("store", exc)
+            except Exception as exc:  # noqa: BLE001 - a full disk or bad row must not kill the writer
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                report_internal("store", exc)
+            self.dropped += len(batch)
+            return
+
+    def _exec(self, table: str, row: dict[str, Any], op: str) -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        row = _encode(row)
+        cols = ", ".join(row)
+        marks = ", ".join(f":{c}" for c in row)
+        if op == "update":
+            sets = ", ".join(f"{c} = :{c}" for c in row if c != "run_id" and row[c] is not None)
+            if not sets:
+                return
+            sql = f"UPDATE {table} SET {sets} WHERE run_id = :run_id"
+        elif op == "insert_once":
+            sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        else:
+            sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+        self._conn.execute(sql, row)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def _row(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    for k in _JSON_COLUMNS & d.keys():
+        if isinstance(d[k], str):
+            try:
+                d[k] = json.loads(d[k])
+            except ValueError:
+                pass
+    return d
+
+
+def list_runs(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT r.*, (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.run_id) AS jobs, "
+        "(SELECT COALESCE(SUM(shots), 0) FROM jobs j WHERE j.run_id = r.run_id) AS shots "
+        "FROM runs r ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+    return [_row(r) for r in rows]
+
+
+def resolve_run(conn: sqlite3.Connection, ref: str) -> dict[str, Any]:
+    """A run by id, unique id prefix, or ``latest``. Raises StoreError."""
+    if ref == "latest":
+        r = conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
+        if r is None:
+            raise StoreError("the store holds no runs yet")
+        return _row(r)
+    rows = conn.execute("SELECT * FROM runs WHERE run_id LIKE ? || '%' LIMIT 2", (ref,)).fetchall()
+    if not rows:
+        raise StoreError(f"no run {ref!r} in the store (see `qobs runs list`)")
+    if len(rows) > 1:
+        raise StoreError(f"run id prefix {ref!r} is ambiguous; give more characters")
+    return _row(rows[0])
+
+
+def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """Totals per backend, training progress and event counts for one run."""
+    from decimal import Decimal
+
+    backends: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(
+            "SELECT backend, provider, status, cost, cost_currency, circuits, shots, duration_s, queue_s "
+            "FROM jobs WHERE run_id = ?", (run_id,)):
+        b = backends.setdefault(r["backend"] or "unknown", {
+            "provider": r["provider"], "jobs": 0, "circuits": 0, "shots": 0, "errors": 0, "cancelled": 0,
+            "cost": Decimal(0), "currency": None, "unpriced_jobs": 0, "_durations": [], "_queues": []})
+        b["jobs"] += 1
+        b["circuits"] += r["circuits"] or 0
+        b["shots"] += r["shots"] or 0
+        b["errors"] += r["status"] == "error"
+        b["cancelled"] += r["status"] == "cancelled"
+        if r["cost"] is None:
+            b["unpriced_jobs"] += 1
+        else:
+            b["cost"] += Decimal(r["cost"])
+            b["currency"] = r["cost_currency"] or b["currency"]
+        if r["duration_s"] is not None:
+            b["_durations"].append(r["duration_s"])
+        if r["queue_s"] is not None:
+            b["_queues"].append(r["queue_s"])
+    for b in backends.values():
+        b["cost"] = str(b["cost"])
+        b["job_duration_p50_s"] = _quantile(b["_durations"], 0.5)
+        b["job_duration_p95_s"] = _quantile(b["_durations"], 0.95)
+        b["queue_p95_s"] = _quantile(b.pop("_queues"), 0.95)
+        del b["_durations"]
+    steps = conn.execute("SELECT COUNT(*) AS n, MAX(step) AS last, COALESCE(SUM(samples), 0) AS samples "
+                         "FROM steps WHERE run_id = ?", (run_id,)).fetchone()
+    last_step = conn.execute("SELECT metrics FROM steps WHERE run_id = ? ORDER BY id DESC LIMIT 1",
+                             (run_id,)).fetchone()
+    events = {r["kind"]: r["n"] for r in conn.execute(
+        "SELECT kind, COUNT(*) AS n FROM events WHERE run_id = ? GROUP BY kind", (run_id,))}
+    totals = {k: sum(b[k] for b in backends.values())
+              for k in ("jobs", "circuits", "shots", "errors", "cancelled", "unpriced_jobs")}
+    return {
+        "backends": backends,
+        "totals": totals,
+        "training": {"steps": steps["n"], "last_step": steps["last"], "samples": steps["samples"],
+                     "last_metrics": _row(last_step)["metrics"] if last_step else None},
+        "events": events,
+    }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def rows(conn: sqlite3.Connection, table: str, run_id: str) -> Iterable[dict[str, Any]]:
+    if table not in TABLES:
+        raise ValueError(table)
+    return [_row(r) for r in conn.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY id", (run_id,))]

@@ -1,0 +1,391 @@
+"""The one path every observation takes: adapters describe a job, qobs records it everywhere.
+
+An adapter calls ``start_job`` when a job is submitted (this opens its span, parented on the
+caller's active span) and ``finish_job`` when the outcome is known, possibly much later and on
+another thread. ``finish_job`` runs the job listeners (cost, budgets, fidelity plug in there),
+then updates the contract metrics, ends the span with the contract attributes and queues the
+store row. Every step is contained: a failure here is counted, never raised to the user.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from qobs import runtime
+from qobs.contract import Attr, Span
+from qobs.errors import contained, report_internal
+
+
+@dataclass(slots=True)
+class CircuitStats:
+    """Shape of one executed circuit (after transpilation when the adapter knows it)."""
+
+    width: int
+    depth: int
+    two_qubit_gates: int
+    depth_before: int | None = None
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """Everything known about one job. Unknown stays None: never recorded as zero."""
+
+    operation: str
+    backend: str
+    provider: str
+    purpose: str = "forward"
+    status: str = "ok"
+    error_type: str | None = None
+    submission_reason: str | None = None
+    circuits: int = 0
+    bindings: int | None = None
+    shots: int | None = None
+    shots_requested: int | None = None
+    precision: float | None = None
+    stats: list[CircuitStats] = field(default_factory=list)
+    trainable_params: int | None = None
+    transpile_s: float | None = None
+    queue_s: float | None = None
+    execution_s: float | None = None
+    duration_s: float | None = None
+    started_at: float = field(default_factory=time.time)
+    job_id: str | None = None
+    session_id: str | None = None
+    simulator: bool | None = None
+    cost: Decimal | None = None
+    cost_currency: str = "USD"
+    cost_source: str | None = None
+    priced: bool = True
+    model: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # Objects listeners may use (the result, the backend); never stored.
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+JobListener = Callable[[JobRecord], None]
+_listeners: list[JobListener] = []
+
+# Keys adapters put into ``JobRecord.context`` for listeners (never stored, never exported):
+CTX_BACKEND = "backend"      # the SDK backend/device object the job ran on
+CTX_CIRCUITS = "circuits"    # executed circuits (Qiskit QuantumCircuit, bound; PennyLane QuantumScript)
+CTX_COUNTS = "counts"        # list of {bitstring: count} per executed circuit, when the SDK gives counts
+CTX_RESULT = "result"        # the SDK result object
+CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()``), when available
+
+
+@dataclass(slots=True)
+class SubmitRequest:
+    """A job about to be submitted, shown to submit guards (budgets) before anything is sent."""
+
+    operation: str
+    backend: str
+    provider: str
+    shots: int
+    circuits: int
+    purpose: str = "forward"
+    model: str | None = None
+    backend_obj: Any = None
+    circuit_objs: Any = None
+
+
+@dataclass(slots=True)
+class SubmitDecision:
+    """What a guard decided: go on, or reroute to ``fallback`` (a backend/device object)."""
+
+    fallback: Any = None
+    fallback_name: str | None = None
+    reason: str | None = None
+
+
+SubmitGuard = Callable[[SubmitRequest], SubmitDecision | None]
+_guards: list[SubmitGuard] = []
+
+
+class SubmissionRefused(Exception):
+    """Raised to the user when a guard refuses a job (a ``block`` budget). Nothing was sent."""
+
+    reason = "budget"
+
+
+def add_submit_guard(fn: SubmitGuard) -> None:
+    if fn not in _guards:
+        _guards.append(fn)
+
+
+def remove_submit_guard(fn: SubmitGuard) -> None:
+    if fn in _guards:
+        _guards.remove(fn)
+
+
+def check_submit(request: SubmitRequest) -> SubmitDecision | None:
+    """Ask the guards about a job before submission.
+
+    Returns None (go on) or a decision with a fallback. Raises ``SubmissionRefused`` when a guard
+    blocks the job: adapters record it (status error, reason budget) and let it propagate. A
+    guard that fails for any other reason is contained: the job goes on.
+    """
+    decision = None
+    for fn in tuple(_guards):
+        try:
+            d = fn(request)
+        except SubmissionRefused:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            report_internal("submit_guard", exc)
+            continue
+        if d is not None and d.fallback is not None:
+            decision = d
+    return decision
+
+
+def add_job_listener(fn: JobListener) -> None:
+    """Run ``fn(record)`` for every finished job, before it is recorded (cost, budgets, fidelity)."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def remove_job_listener(fn: JobListener) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+class JobHandle:
+    """An open job: its record, its span, and the monotonic clock at submission."""
+
+    __slots__ = ("finished", "record", "span", "t0")
+
+    def __init__(self, record: JobRecord, span: Any, t0: float) -> None:
+        self.record = record
+        self.span = span
+        self.t0 = t0
+        self.finished = False
+
+
+def _tracer() -> Any:
+    rt = runtime.current() or runtime.start()
+    if rt is not None and rt.tracing is not None:
+        return rt.tracing.tracer
+    return None
+
+
+def start_job(operation: str, backend: str, provider: str, *, parent: Any | None = None,
+              **fields: Any) -> JobHandle:
+    """Open a job at submission time. ``parent`` is an OTel context (default: the active one)."""
+    t0 = time.perf_counter()
+    record = JobRecord(operation=operation, backend=backend, provider=provider, **fields)
+    span = None
+    try:
+        tracer = _tracer()
+        if tracer is not None:
+            span = tracer.start_span(Span.job(operation, backend), context=parent,
+                                     attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,
+                                                 Attr.PROVIDER: provider})
+    except Exception as exc:  # noqa: BLE001
+        report_internal("tracing", exc)
+    return JobHandle(record, span, t0)
+
+
+def finish_job(handle: JobHandle) -> None:
+    """Record a finished job everywhere, once. Safe to call from any thread."""
+    if handle.finished:
+        return
+    handle.finished = True
+    rec = handle.record
+    if rec.duration_s is None:
+        rec.duration_s = time.perf_counter() - handle.t0
+    for fn in tuple(_listeners):
+        with contained(f"listener:{getattr(fn, '__qualname__', fn)}"):
+            fn(rec)
+    with contained("metrics"):
+        _record_metrics(rec)
+    with contained("tracing"):
+        _end_span(handle)
+    with contained("store"):
+        _store_job(handle)
+
+
+def record_job(record: JobRecord) -> None:
+    """Record a job that was observed after the fact (no span of its own)."""
+    h = JobHandle(record, None, time.perf_counter())
+    finish_job(h)
+
+
+def _record_metrics(rec: JobRecord) -> None:
+    from qobs.metrics import instruments
+
+    m = instruments()
+    b, p, op = rec.backend, rec.provider, rec.operation
+    m["qobs_jobs_total"].child(b, p, op, rec.status).inc()
+    if rec.submission_reason is not None:
+        m["qobs_submission_errors_total"].child(b, p, rec.submission_reason).inc()
+    if rec.circuits:
+        m["qobs_circuits_total"].child(b, p, op).inc(rec.circuits)
+    if rec.shots:
+        m["qobs_shots_total"].child(b, p, rec.purpose).inc(rec.shots)
+    elif rec.shots == 0 and rec.circuits and rec.status == "ok":
+        m["qobs_analytic_circuits_total"].child(b, p, rec.purpose).inc(rec.circuits)
+    if rec.stats:
+        depth, width, twoq = (m["qobs_circuit_depth"].child(b), m["qobs_circuit_width_qubits"].child(b),
+                              m["qobs_circuit_two_qubit_gates"].child(b))
+        for s in rec.stats:
+            depth.observe(s.depth)
+            width.observe(s.width)
+            twoq.observe(s.two_qubit_gates)
+    if rec.transpile_s is not None:
+        m["qobs_transpile_duration_seconds"].child(b).observe(rec.transpile_s)
+    if rec.queue_s is not None:
+        m["qobs_queue_duration_seconds"].child(b).observe(rec.queue_s)
+    if rec.execution_s is not None:
+        m["qobs_execution_duration_seconds"].child(b).observe(rec.execution_s)
+    if rec.duration_s is not None and rec.submission_reason is None:
+        m["qobs_job_duration_seconds"].child(b, op).observe(rec.duration_s)
+    if rec.cost is not None and rec.cost_source:
+        m["qobs_cost_usd_total"].child(b, rec.cost_source).inc(float(rec.cost))
+    elif not rec.priced:
+        m["qobs_unpriced_jobs_total"].child(b).inc()
+
+
+def span_attributes(rec: JobRecord) -> dict[str, Any]:
+    """The contract span attributes of a job record (None values left out)."""
+    a: dict[str, Any] = {
+        Attr.JOB_STATUS: rec.status, Attr.CIRCUITS: rec.circuits, Attr.PURPOSE: rec.purpose,
+        Attr.BINDINGS: rec.bindings, Attr.SHOTS: rec.shots, Attr.SHOTS_REQUESTED: rec.shots_requested,
+        Attr.PRECISION: rec.precision, Attr.JOB_ID: rec.job_id, Attr.SESSION_ID: rec.session_id,
+        Attr.SIMULATOR: rec.simulator, Attr.TRANSPILE_S: rec.transpile_s, Attr.QUEUE_S: rec.queue_s,
+        Attr.EXECUTION_S: rec.execution_s, Attr.ERROR_TYPE: rec.error_type,
+        Attr.SUBMISSION_REASON: rec.submission_reason, Attr.TRAINABLE_PARAMS: rec.trainable_params,
+        Attr.MODEL: rec.model,
+    }
+    if rec.stats:
+        a[Attr.WIDTH] = max(s.width for s in rec.stats)
+        a[Attr.DEPTH] = max(s.depth for s in rec.stats)
+        a[Attr.TWO_QUBIT_GATES] = max(s.two_qubit_gates for s in rec.stats)
+        before = [s.depth_before for s in rec.stats if s.depth_before is not None]
+        if before:
+            a[Attr.DEPTH_BEFORE] = max(before)
+    if rec.cost is not None:
+        a[Attr.COST_AMOUNT] = float(rec.cost)
+        a[Attr.COST_CURRENCY] = rec.cost_currency
+        a[Attr.COST_SOURCE] = rec.cost_source
+    rt = runtime.current()
+    if rt is not None:
+        a[Attr.RUN_ID] = rt.run_id
+    a.update(rec.attributes)
+    return {k: v for k, v in a.items() if v is not None}
+
+
+def _end_span(handle: JobHandle) -> None:
+    span = handle.span
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    rec = handle.record
+    span.set_attributes(span_attributes(rec))
+    if rec.status == "error":
+        span.set_status(Status(StatusCode.ERROR, rec.error_type or "error"))
+    span.end()
+
+
+def _ids(span: Any) -> tuple[str | None, str | None]:
+    if span is None:
+        return None, None
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+def _store_job(handle: JobHandle) -> None:
+    rt = runtime.current()
+    if rt is None or rt.writer is None:
+        return
+    rec = handle.record
+    trace_id, span_id = _ids(handle.span)
+    st = rec.stats
+    rt.writer.insert("jobs", {
+        "run_id": rt.run_id, "ts": rec.started_at, "backend": rec.backend, "provider": rec.provider,
+        "operation": rec.operation, "purpose": rec.purpose, "circuits": rec.circuits, "bindings": rec.bindings,
+        "shots": rec.shots, "shots_requested": rec.shots_requested,
+        "depth": max((s.depth for s in st), default=None), "width": max((s.width for s in st), default=None),
+        "two_qubit_gates": max((s.two_qubit_gates for s in st), default=None),
+        "depth_before": max((s.depth_before for s in st if s.depth_before is not None), default=None),
+        "transpile_s": rec.transpile_s, "queue_s": rec.queue_s, "execution_s": rec.execution_s,
+        "duration_s": rec.duration_s, "status": rec.status, "error_type": rec.error_type,
+        "submission_reason": rec.submission_reason,
+        "cost": None if rec.cost is None else str(rec.cost), "cost_currency": rec.cost_currency,
+        "cost_source": rec.cost_source, "job_id": rec.job_id, "session_id": rec.session_id,
+        "trace_id": trace_id, "span_id": span_id, "attrs": rec.attributes or None,
+    })
+
+
+def record_event(kind: str, subject: str | None = None, data: Mapping[str, Any] | None = None) -> None:
+    """Store an event (budget crossing, calibration change, fidelity check, ...)."""
+    with contained("store"):
+        rt = runtime.current() or runtime.start()
+        if rt is not None and rt.writer is not None:
+            rt.writer.insert("events", {"run_id": rt.run_id, "ts": time.time(), "kind": kind, "subject": subject,
+                                        "data": dict(data) if data else None})
+
+
+def record_step(model: str, step: int, metrics: Mapping[str, Any], *, duration_s: float | None = None,
+                samples: int | None = None, cost: Decimal | None = None, span: Any | None = None) -> None:
+    """Store one training step's figures."""
+    with contained("store"):
+        rt = runtime.current() or runtime.start()
+        if rt is not None and rt.writer is not None:
+            trace_id = _ids(span)[0]
+            rt.writer.insert("steps", {"run_id": rt.run_id, "model": model, "step": step, "ts": time.time(),
+                                       "duration_s": duration_s, "samples": samples,
+                                       "cost": None if cost is None else str(cost), "trace_id": trace_id,
+                                       "metrics": dict(metrics)})
+
+
+def annotate_run(**fields: Any) -> None:
+    """Add provenance to the current run (``seed=``, ``name=``, or anything into ``extra``)."""
+    with contained("store"):
+        rt = runtime.current() or runtime.start()
+        if rt is None or rt.writer is None:
+            return
+        row: dict[str, Any] = {"run_id": rt.run_id}
+        for k in ("seed", "name"):
+            if k in fields:
+                row[k] = fields.pop(k)
+        if fields:
+            from qobs.redact import redact
+
+            row["extra"] = redact(fields)
+        rt.writer.update_run(row)
+
+
+def tracer() -> Any:
+    """The tracer qobs uses (the application's provider when it set one)."""
+    t = _tracer()
+    if t is None:
+        from opentelemetry import trace
+
+        t = trace.get_tracer("qobs")
+    return t
+
+
+def traceparent() -> str | None:
+    """The W3C traceparent of the active span, to carry with a circuit (``circuit.metadata``)."""
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def context_from_traceparent(value: str | None) -> Any | None:
+    """An OTel context whose parent is the span named by a W3C traceparent."""
+    if not value:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract({"traceparent": value})
