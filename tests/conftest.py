@@ -1,0 +1,67 @@
+"""Fixtures shared by every test: an isolated run, metric reads, and the real Prometheus tools.
+
+Real tools (promtool, prometheus) are required under CI (``CI=true``): there a missing tool fails
+the test instead of skipping it, so a green CI always means the real part ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{tool} is required under CI (./dev test installs Debian's prometheus)")
+        pytest.skip(f"{tool} not installed (./dev test installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _require("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return _require("prometheus")
+
+
+@pytest.fixture
+def qobs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """qobs instrumented into a fresh store at ``tmp_path/runs.db``; uninstrumented afterwards."""
+    import qobs
+    from qobs import runtime
+
+    for var in [v for v in os.environ if v.startswith(("QOBS_", "OTEL_"))]:
+        monkeypatch.delenv(var)
+    qobs.uninstrument()
+    runtime._settings_override.clear()
+    store = tmp_path / "runs.db"
+    qobs.configure(store=str(store), flush_interval=0.05)
+    qobs.instrument()
+    try:
+        yield store
+    finally:
+        qobs.uninstrument()
+        runtime._settings_override.clear()
+
+
+@pytest.fixture
+def metric() -> Callable[..., float]:
+    """Read a sample from the default registry (0.0 when absent): ``metric("qobs_jobs_total", backend=...)``."""
+    from prometheus_client import REGISTRY
+
+    def read(name: str, **labels: str) -> float:
+        value = REGISTRY.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    return read
