@@ -112,25 +112,53 @@ def _encode(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Writer:
-    """Batches rows and commits them from a background thread."""
+    """Batches rows and commits them, normally from a background thread.
+
+    Each group of rows is one multi-row statement in autocommit mode, so it is atomic on its own
+    and no SQLite lock is held between statements. That matters under the GIL: a main thread that
+    keeps re-taking the GIL (printing progress between CPU-bound steps) can starve the writer
+    thread indefinitely; then ``insert`` notices the writer is late and drains inline on its own
+    connection, keeping the flush interval bound that ``kill -9`` safety rests on.
+    """
 
     def __init__(self, path: str | os.PathLike[str], flush_interval: float = 0.5, max_pending: int = 100_000) -> None:
         self.path = Path(path)
         self.flush_interval = min(max(flush_interval, 0.01), 1.0)
         self.max_pending = max_pending
         self._q: queue.SimpleQueue[tuple[str, dict[str, Any], str]] = queue.SimpleQueue()
-        self._conn = connect(self.path)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._conn()  # open (and migrate) now, so a bad path fails here, in the caller
         self._stop = threading.Event()
-        self._flush_now = threading.Event()
-        self._done = threading.Event()
-        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._last_drain = time.monotonic()
+        self._starved_after = 2 * self.flush_interval + 0.05
+        self.inline_drains = 0
         self.dropped = 0
         self._thread = threading.Thread(target=self._loop, name="qobs-store-writer", daemon=True)
         self._thread.start()
 
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+            with self._conn_lock:
+                self._conns.append(conn)
+        return conn
+
     def insert(self, table: str, row: dict[str, Any]) -> None:
-        """Queue a row (never blocks on disk)."""
+        """Queue a row (never blocks on disk; past ``max_pending`` queued rows, drops and counts)."""
+        if self._q.qsize() >= self.max_pending:
+            self.dropped += 1
+            report_internal("store_backlog", OverflowError(f"{self.max_pending} rows pending; dropping"))
+            return
         self._q.put((table, row, "insert"))
+        if time.monotonic() - self._last_drain > self._starved_after:
+            self.inline_drains += 1
+            self._drain()
 
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
@@ -141,90 +169,100 @@ class Writer:
         self._q.put(("runs", row, "update"))
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Commit everything queued so far (from the caller's view)."""
-        if threading.current_thread() is self._thread:
-            return
-        marker = threading.Event()
-        self._q.put(("", {"event": marker}, "marker"))
-        self._flush_now.set()
-        marker.wait(timeout)
+        """Commit everything queued so far, from the calling thread; wait for rows in flight."""
+        self._drain()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight and time.monotonic() < deadline:
+                self._idle.wait(0.05)
 
     def close(self, timeout: float = 5.0) -> None:
-        self.flush(timeout)
         self._stop.set()
-        self._flush_now.set()
+        self._wake.set()
         self._thread.join(timeout)
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+        self.flush(timeout)
+        with self._conn_lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._flush_now.wait(self.flush_interval)
-            self._flush_now.clear()
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
             self._drain()
-        self._drain()
 
     def _drain(self) -> None:
         batch: list[tuple[str, dict[str, Any], str]] = []
-        markers: list[threading.Event] = []
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if item[2] == "marker":
-                markers.append(item[1]["event"])
-            else:
-                batch.append(item)
-        if batch:
-            self._write(batch)
-        for m in markers:
-            m.set()
+        with self._idle:
+            while True:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            self._in_flight += len(batch)
+        try:
+            if batch:
+                self._write(batch)
+        finally:
+            self._last_drain = time.monotonic()
+            with self._idle:
+                self._in_flight -= len(batch)
+                self._idle.notify_all()
 
     def _write(self, batch: list[tuple[str, dict[str, Any], str]]) -> None:
-        for attempt in range(3):
+        conn = self._conn()
+        for table, op, rows in _groups(batch):
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for table, row, op in batch:
-                    self._exec(table, row, op)
-                self._conn.execute("COMMIT")
-                return
-            except sqlite3.OperationalError as exc:
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if "locked" in str(exc) and attempt < 2:
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                report_internal("store", exc)
+                self._exec(conn, table, op, rows)
             except Exception as exc:  # noqa: BLE001 - a full disk or bad row must not kill the writer
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                self.dropped += len(rows)
                 report_internal("store", exc)
-            self.dropped += len(batch)
-            return
 
-    def _exec(self, table: str, row: dict[str, Any], op: str) -> None:
+    def _exec(self, conn: sqlite3.Connection, table: str, op: str, rows: list[dict[str, Any]]) -> None:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
-        row = _encode(row)
-        cols = ", ".join(row)
-        marks = ", ".join(f":{c}" for c in row)
-        if op == "update":
-            sets = ", ".join(f"{c} = :{c}" for c in row if c != "run_id" and row[c] is not None)
-            if not sets:
-                return
-            sql = f"UPDATE {table} SET {sets} WHERE run_id = :run_id"
-        elif op == "insert_once":
-            sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        if op == "insert":
+            # One multi-row statement per chunk: atomic, and a single GIL release per chunk.
+            cols = list(rows[0])
+            per = max(1, _MAX_VARIABLES // len(cols))
+            head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+            one = "(" + ", ".join("?" * len(cols)) + ")"
+            for i in range(0, len(rows), per):
+                chunk = rows[i:i + per]
+                params = [v for r in chunk for v in _encode(r).values()]
+                conn.execute(head + ", ".join([one] * len(chunk)), params)
+            return
+        for row in rows:
+            row = _encode(row)
+            cols = ", ".join(row)
+            marks = ", ".join(f":{c}" for c in row)
+            if op == "update":
+                sets = ", ".join(f"{c} = :{c}" for c in row if c != "run_id" and row[c] is not None)
+                if sets:
+                    conn.execute(f"UPDATE {table} SET {sets} WHERE run_id = :run_id", row)
+            else:  # insert_once
+                conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", row)
+
+
+_MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
+
+
+def _groups(batch: list[tuple[str, dict[str, Any], str]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """Consecutive rows of the same table, operation and columns, in order."""
+    out: list[tuple[str, str, list[dict[str, Any]]]] = []
+    last: tuple[str, str, tuple[str, ...]] | None = None
+    for table, row, op in batch:
+        key = (table, op, tuple(row))
+        if key == last and op == "insert":
+            out[-1][2].append(row)
         else:
-            sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
-        self._conn.execute(sql, row)
+            out.append((table, op, [row]))
+            last = key
+    return out
 
 
 # --- reading ------------------------------------------------------------------------------------

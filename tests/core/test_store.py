@@ -1,0 +1,137 @@
+"""The embedded run store: kill -9 safety, concurrent writers, migrations, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from qobs import store
+from qobs.errors import StoreError
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    import qobs
+    from qobs import telemetry
+    qobs.configure(store=sys.argv[1], flush_interval=float(sys.argv[3]))
+    qobs.instrument()
+    n = int(sys.argv[2])
+    for i in range(n):
+        h = telemetry.start_job("sampler", "b" + sys.argv[4], "p")
+        h.record.shots, h.record.circuits = i, 1
+        telemetry.finish_job(h)
+        if n < 0 or sys.argv[5] == "slow":
+            time.sleep(0.002)
+        if i % 50 == 0:
+            print(i, flush=True)
+    print("done", flush=True)
+    if sys.argv[5] == "slow":
+        time.sleep(600)
+""")
+
+
+def _writer(db: Path, n: int, interval: float, tag: str, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(n), str(interval), tag, mode],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "QOBS_ADAPTERS": "none"})
+
+
+def test_kill_9_keeps_every_row_flushed_before_the_kill(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    proc = _writer(db, 400, 0.2, "k", "slow")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "done":
+            break
+    time.sleep(1.0)  # more than the flush interval (0.2 s): every row is committed by now
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    conn = store.connect(db, create=False)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 400
+    assert sorted(r[0] for r in conn.execute("SELECT shots FROM jobs")) == list(range(400))
+    run = store.resolve_run(conn, "latest")
+    assert run["ended_at"] is None  # killed: the run reads as cut off, not finished
+
+
+def test_kill_9_mid_write_leaves_a_store_that_opens(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    proc = _writer(db, 1_000_000, 0.01, "m", "fast")
+    assert proc.stdout is not None
+    first = None
+    for line in proc.stdout:  # kill while it is still writing, after several flushes have happened
+        first = first or time.monotonic()
+        if int(line.split()[0]) >= 3000 and time.monotonic() - first > 0.5:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    conn = store.connect(db, create=False)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    n = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    assert n > 0
+    # Each surviving row is whole (statements are atomic) and none is duplicated.
+    shots = [r[0] for r in conn.execute("SELECT shots FROM jobs WHERE backend = 'bm' AND circuits = 1")]
+    assert len(shots) == n == len(set(shots))
+
+
+def test_concurrent_processes_write_one_store(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    procs = [_writer(db, 300, 0.05, str(i), "fast") for i in range(4)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip().endswith("done")
+    conn = store.connect(db, create=False)
+    per_backend = dict(conn.execute("SELECT backend, COUNT(*) FROM jobs GROUP BY backend").fetchall())
+    assert per_backend == {"b0": 300, "b1": 300, "b2": 300, "b3": 300}
+    assert conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'finished'").fetchone()[0] == 4
+
+
+def test_migrations_upgrade_an_older_store_and_refuse_a_newer_one(tmp_path: Path, monkeypatch) -> None:
+    db = tmp_path / "runs.db"
+    store.connect(db).close()
+    extra = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)"
+    monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, extra))
+    monkeypatch.setattr(store, "SCHEMA_VERSION", len(store.MIGRATIONS))
+    conn = store.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    conn.execute("INSERT INTO notes (text) VALUES ('kept')")
+    conn.close()
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="newer than this qobs"):
+        store.connect(db)
+
+
+def test_corrupt_and_unwritable_stores_give_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="corrupt or not a qobs store") as e:
+        store.connect(bad)
+    assert "\n" not in str(e.value)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere; the CLI test covers a path under a file instead")
+    with pytest.raises(StoreError):
+        store.connect(ro / "sub" / "runs.db")
+
+
+def test_writer_survives_a_bad_row_and_counts_it(tmp_path: Path) -> None:
+    from qobs import errors
+
+    w = store.Writer(tmp_path / "runs.db", 0.05)
+    before = errors.internal_error_counts.get("store", 0)
+    w.insert("jobs", {"run_id": "r", "ts": 1.0, "no_such_column": 1})
+    w.flush()
+    w.insert("jobs", {"run_id": "r", "ts": 2.0, "backend": "fine"})
+    w.close()
+    assert errors.internal_error_counts.get("store", 0) == before + 1
+    rows = sqlite3.connect(tmp_path / "runs.db").execute("SELECT backend FROM jobs").fetchall()
+    assert rows == [("fine",)]
