@@ -1,15 +1,24 @@
-"""Loaded by Python at start-up under `qobs run`: chain the user's sitecustomize, then instrument."""
+"""Loaded by Python at start-up under `qobs run`: run the user's own sitecustomize, then instrument."""
 
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-_mod = sys.modules.pop("sitecustomize", None)
+
+def _chain_user_sitecustomize() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_qobs_user_sitecustomize"] = module
+    spec.loader.exec_module(module)
+
+
 try:
-    import sitecustomize  # noqa: F401 - the user's own, if any
-except ImportError:
-    pass
+    _chain_user_sitecustomize()
 except Exception as exc:  # noqa: BLE001
     print(f"qobs: the existing sitecustomize failed: {exc}", file=sys.stderr)
 

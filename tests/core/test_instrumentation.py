@@ -1,0 +1,163 @@
+"""Adapter discovery, post-import hooks, patch restoration and containment, with a real third-party adapter.
+
+The adapter below is installed the way any third-party one is: a ``*.dist-info`` folder with an
+``entry_points.txt`` in the ``qobs.adapters`` group, found by importlib.metadata on sys.path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import qobs
+from qobs import instrumentation, telemetry
+from qobs.instrumentation import WRAPPED, Patcher
+
+SDK = textwrap.dedent("""
+    class Device:
+        def execute(self, n):
+            if n < 0:
+                raise ValueError("negative shots")
+            return [n] * 3
+
+    class Child(Device):
+        pass
+""")
+
+ADAPTER = textwrap.dedent("""
+    import sys
+    from qobs import telemetry
+
+    class FakeAdapter:
+        name = "fake"
+        modules = ("fakesdk",)
+        imported_sdk_at_load = "fakesdk" in sys.modules
+
+        def on_import(self, module, patcher):
+            def make(original):
+                def execute(self, n):
+                    h = telemetry.start_job("device_execute", "fake_device", "fakesdk")
+                    try:
+                        out = original(self, n)
+                    except Exception as exc:
+                        h.record.status, h.record.error_type = "error", type(exc).__name__
+                        telemetry.finish_job(h)
+                        raise
+                    h.record.shots, h.record.circuits = n, 1
+                    telemetry.finish_job(h)
+                    return out
+                return execute
+            patcher.wrap(module.Device, "execute", make)
+
+        def uninstrument(self):
+            pass
+""")
+
+
+@pytest.fixture
+def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "fakesdk.py").write_text(SDK)
+    (site / "qobs_fake_adapter.py").write_text(ADAPTER)
+    info = site / "qobs_fake_adapter-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qobs-fake-adapter\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[qobs.adapters]\nfake = qobs_fake_adapter:FakeAdapter\n")
+    monkeypatch.syspath_prepend(str(site))
+    for m in ("fakesdk", "qobs_fake_adapter"):
+        sys.modules.pop(m, None)
+    yield site
+    for m in ("fakesdk", "qobs_fake_adapter"):
+        sys.modules.pop(m, None)
+
+
+def test_third_party_adapter_is_discovered_and_patches_on_import(third_party, qobs_run, metric):
+    assert "fake" in instrumentation.discover()
+    qobs.instrument()  # again: harmless
+    assert "fake" in instrumentation.active()
+    assert "fakesdk" not in sys.modules  # instrument() imported no SDK
+    import fakesdk  # imported after instrument(): the post-import hook patches it
+
+    assert sys.modules["qobs_fake_adapter"].FakeAdapter.imported_sdk_at_load is False
+    jobs = {"backend": "fake_device", "provider": "fakesdk", "operation": "device_execute"}
+    ok0, err0 = metric("qobs_jobs_total", **jobs, status="ok"), metric("qobs_jobs_total", **jobs, status="error")
+    assert fakesdk.Child().execute(5) == [5, 5, 5]
+    with pytest.raises(ValueError, match="negative shots"):  # the user's exception, unchanged
+        fakesdk.Device().execute(-1)
+    assert metric("qobs_jobs_total", **jobs, status="ok") == ok0 + 1  # one job, though instrumented twice
+    assert metric("qobs_jobs_total", **jobs, status="error") == err0 + 1
+
+
+def test_uninstrument_restores_by_identity(third_party, qobs_run):
+    qobs.uninstrument()
+    import fakesdk  # imported plain: these are the originals
+
+    original = fakesdk.Device.__dict__["execute"]
+    qobs.instrument()
+    assert fakesdk.Device.__dict__["execute"] is not original
+    assert getattr(fakesdk.Device.__dict__["execute"], WRAPPED) is original
+    qobs.uninstrument()
+    assert fakesdk.Device.__dict__["execute"] is original
+    assert "execute" not in fakesdk.Child.__dict__
+    assert instrumentation.patch_count() == 0 and instrumentation.active() == []
+    assert not any(type(f).__name__ == "_Finder" for f in sys.meta_path)
+
+
+def test_patcher_restores_inherited_and_descriptor_attributes():
+    class Base:
+        @staticmethod
+        def s() -> int:
+            return 1
+
+        def m(self) -> int:
+            return 2
+
+    class Sub(Base):
+        pass
+
+    raw_s = Base.__dict__["s"]
+    p = Patcher()
+    assert p.wrap(Base, "s", lambda orig: staticmethod(lambda: orig.__func__() + 10))
+    assert p.wrap(Sub, "m", lambda orig: lambda self: orig(self) + 10)
+    assert not p.wrap(Sub, "m", lambda orig: orig)  # already wrapped
+    assert Base.s() == 11 and Sub().m() == 12 and Base().m() == 2
+    p.restore()
+    assert Base.__dict__["s"] is raw_s and "m" not in Sub.__dict__ and Sub().m() == 2
+
+
+def test_failures_inside_qobs_do_not_change_results(qobs_run, metric):
+    def broken_listener(record: telemetry.JobRecord) -> None:
+        raise RuntimeError("bug in a listener")
+
+    component = f"listener:{broken_listener.__qualname__}"
+    before = metric("qobs_internal_errors_total", component=component)
+    telemetry.add_job_listener(broken_listener)
+    try:
+        jobs0 = metric("qobs_jobs_total", backend="bx", provider="p", operation="sampler", status="ok")
+        h = telemetry.start_job("sampler", "bx", "p")
+        telemetry.finish_job(h)
+    finally:
+        telemetry.remove_job_listener(broken_listener)
+    assert metric("qobs_internal_errors_total", component=component) == before + 1
+    # The rest of the pipeline still recorded the job.
+    assert metric("qobs_jobs_total", backend="bx", provider="p", operation="sampler", status="ok") == jobs0 + 1
+
+
+def test_user_sitecustomize_still_runs_under_qobs_run(tmp_path: Path):
+    user = tmp_path / "usersite"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("import builtins\nbuiltins.USER_SITE_RAN = True\n")
+    prog = "import builtins, qobs.instrumentation as i; print(getattr(builtins, 'USER_SITE_RAN', False), i.active())"
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["PYTHONPATH"] = str(user)
+    proc = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--store", str(tmp_path / "r.db"), "--",
+                           sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("True ['pennylane', 'qiskit']"), proc.stdout
