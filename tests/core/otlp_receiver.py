@@ -58,7 +58,7 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, got: Received) -> None:
         self.got = got
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+    def Export(self, request: Any, context: Any) -> Any:
         self.got.add_traces(request, "grpc")
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -67,7 +67,7 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, got: Received) -> None:
         self.got = got
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Export(self, request: Any, context: Any) -> Any:
         self.got.add_metrics(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -91,7 +91,7 @@ class HttpReceiver:
         got = self.got = Received()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == "/v1/traces":
                     req = trace_service_pb2.ExportTraceServiceRequest()
