@@ -35,6 +35,37 @@ def prometheus_bin() -> str:
     return _require("prometheus")
 
 
+@pytest.fixture(scope="session")
+def pushgateway_bin() -> str:
+    return _require("prometheus-pushgateway")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200 (bounded)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not come up in {timeout} s")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def qobs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """qobs instrumented into a fresh store at ``tmp_path/runs.db``; uninstrumented afterwards."""
