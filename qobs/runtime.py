@@ -26,6 +26,9 @@ class Runtime:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.run_id = settings.run_id or new_run_id()
+        # The process that made the run id ends the run; under `qobs run` the parent does, and
+        # worker processes sharing the run (forked or spawned) never mark it finished.
+        self.owner = settings.run_id is None
         self.started_at = time.time()
         self.writer: Any | None = None
         self.tracing: Any | None = None
@@ -113,10 +116,11 @@ def stop(status: str | None = None, exit_code: int | None = None) -> None:
                        else "finished")
     if rt.writer is not None:
         with contained("store"):
-            row: dict[str, Any] = {"run_id": rt.run_id, "ended_at": time.time(), "status": final}
-            if exit_code is not None:
-                row["exit_code"] = exit_code
-            rt.writer.update_run(row)
+            if rt.owner:
+                row: dict[str, Any] = {"run_id": rt.run_id, "ended_at": time.time(), "status": final}
+                if exit_code is not None:
+                    row["exit_code"] = exit_code
+                rt.writer.update_run(row)
             rt.writer.close()
     if rt.settings.pushgateway_url:
         with contained("pushgateway"):
@@ -144,6 +148,13 @@ def flush(timeout: float = 5.0) -> None:
 _hooks_installed = False
 
 
+class _MpHook:
+    """A long-lived object for multiprocessing's after-fork registry (it holds weak references)."""
+
+
+_MP_HOOK = _MpHook()
+
+
 def _install_exit_hooks() -> None:
     global _hooks_installed
     if _hooks_installed:
@@ -159,6 +170,13 @@ def _install_exit_hooks() -> None:
         previous(tp, value, tb)
 
     sys.excepthook = excepthook
+    # multiprocessing children leave through os._exit, which skips atexit; their finalizers run.
+    # A forked child starts with an empty finalizer registry, so register again after each fork.
+    with contained("exit_hooks"):
+        from multiprocessing import util as mp_util
+
+        mp_util.Finalize(None, stop, exitpriority=100)
+        mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, stop, exitpriority=100))
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork)
 
@@ -166,7 +184,10 @@ def _install_exit_hooks() -> None:
 def _after_fork() -> None:
     """A forked child has no writer thread: give it its own writer on the same store and run."""
     rt = _rt
-    if rt is None or rt.writer is None:
+    if rt is None:
+        return
+    rt.owner = False
+    if rt.writer is None:
         return
     try:
         from qobs.store import Writer

@@ -31,7 +31,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_batch_job_pushes_to_a_real_pushgateway_at_exit(pushgateway_bin: str, tmp_path: Path) -> None:
     port = free_port()
-    gw = subprocess.Popen([pushgateway_bin, f"--web.listen-address=127.0.0.1:{port}"],
+    # Debian's build persists to /var/lib by default: keep this gateway's state in the test's own folder.
+    gw = subprocess.Popen([pushgateway_bin, f"--web.listen-address=127.0.0.1:{port}",
+                           f"--persistence.file={tmp_path / 'pushgateway.db'}"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready")

@@ -135,3 +135,34 @@ def test_writer_survives_a_bad_row_and_counts_it(tmp_path: Path) -> None:
     assert errors.internal_error_counts.get("store", 0) == before + 1
     rows = sqlite3.connect(tmp_path / "runs.db").execute("SELECT backend FROM jobs").fetchall()
     assert rows == [("fine",)]
+
+
+FORKING = textwrap.dedent("""
+    import multiprocessing as mp, sys
+    import qobs
+    from qobs import telemetry
+
+    def work(tag):
+        for _ in range(5):
+            h = telemetry.start_job("sampler", "child" + tag, "p"); h.record.shots = 10; telemetry.finish_job(h)
+
+    if __name__ == "__main__":
+        qobs.configure(store=sys.argv[1]); qobs.instrument()
+        ps = [mp.get_context("fork").Process(target=work, args=(str(i),)) for i in range(2)]
+        [p.start() for p in ps]; [p.join() for p in ps]
+        work("parent")
+        print("codes", [p.exitcode for p in ps])
+""")
+
+
+def test_forked_workers_write_to_the_parents_run_and_do_not_end_it(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING)
+    proc = subprocess.run([sys.executable, str(script), str(db)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QOBS_ADAPTERS": "none"})
+    assert proc.returncode == 0 and "codes [0, 0]" in proc.stdout, proc.stderr
+    conn = store.connect(db, create=False)
+    assert tuple(conn.execute("SELECT COUNT(DISTINCT run_id), COUNT(*) FROM jobs").fetchone()) == (1, 15)
+    runs = conn.execute("SELECT status FROM runs").fetchall()
+    assert [r[0] for r in runs] == ["finished"]
