@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "annotate_run", "configure", "flush", "instrument", "shutdown", "uninstrument"]
+__all__ = ["__version__", "annotate_run", "budget", "configure", "estimate", "flush", "instrument", "shutdown",
+           "uninstrument"]
 
 
 def configure(**settings: Any) -> Any:
@@ -63,3 +64,17 @@ def annotate_run(**fields: Any) -> None:
     from qobs.telemetry import annotate_run as _annotate
 
     _annotate(**fields)
+
+
+def estimate(circuits: Any, shots: int, backend: Any) -> Any:
+    """Estimated cost (``qobs.cost.Cost``: amount, currency, source) of a job before submission."""
+    from qobs.cost import estimate as _estimate
+
+    return _estimate(circuits, shots, backend)
+
+
+def budget(name: str, **kwargs: Any) -> Any:
+    """Declare a shot/money budget: ``shots=``, ``usd=``, ``period=``, ``scope=``, ``mode=``, ``fallback=``."""
+    from qobs.budgets import budget as _budget
+
+    return _budget(name, **kwargs)

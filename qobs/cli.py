@@ -23,7 +23,10 @@ def _fail(message: str) -> None:
 
 
 # Commands that live beside the feature they drive, loaded only when named (keeps start-up fast).
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "probe": "qobs.feature_cli:probe_command",
+    "budgets": "qobs.feature_cli:budgets_command",
+}
 
 
 class _Group(click.Group):

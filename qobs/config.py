@@ -45,6 +45,13 @@ class Settings:
     adapters: tuple[str, ...] | None = None    # QOBS_ADAPTERS (comma list; unset = all installed)
     run_id: str | None = None                  # QOBS_RUN_ID (set by `qobs run`)
     run_name: str | None = None                # QOBS_RUN_NAME
+    prices: str | None = None                  # QOBS_PRICES (price catalog file, YAML or JSON)
+    budgets: str | None = None                 # QOBS_BUDGETS (budget file, YAML or JSON)
+    fidelity_sample: float = 0.02              # QOBS_FIDELITY_SAMPLE (fraction of eligible jobs probed)
+    fidelity_seed: int = 0                     # QOBS_FIDELITY_SEED (sampling is deterministic given it)
+    fidelity_baseline: float | None = None     # QOBS_FIDELITY_BASELINE (pinned; else mean of the first checks)
+    fidelity_baseline_checks: int = 5          # QOBS_FIDELITY_BASELINE_CHECKS
+    fidelity_tolerance: float = 0.10           # QOBS_FIDELITY_TOLERANCE (relative drop that fails a check)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -147,6 +154,13 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         adapters=tuple(a.strip() for a in adapters_raw.split(",") if a.strip()) if adapters_raw else None,
         run_id=env.get("QOBS_RUN_ID", "").strip() or None,
         run_name=env.get("QOBS_RUN_NAME", "").strip() or None,
+        prices=env.get("QOBS_PRICES", "").strip() or None,
+        budgets=env.get("QOBS_BUDGETS", "").strip() or None,
+        fidelity_sample=_number(env, "QOBS_FIDELITY_SAMPLE", 0.02, float, 0.0, 1.0),
+        fidelity_seed=int(_number(env, "QOBS_FIDELITY_SEED", 0, int, 0, 2**63 - 1)),
+        fidelity_baseline=_number(env, "QOBS_FIDELITY_BASELINE", None, float, 0.0, 1.0),  # type: ignore[arg-type]
+        fidelity_baseline_checks=int(_number(env, "QOBS_FIDELITY_BASELINE_CHECKS", 5, int, 1, 10_000)),
+        fidelity_tolerance=_number(env, "QOBS_FIDELITY_TOLERANCE", 0.10, float, 0.0, 1.0),
         extra={k: v for k, v in env.items() if k.startswith("QOBS_")},
     )
     return replace(settings, **overrides) if overrides else settings

@@ -214,6 +214,7 @@ class Attr:
     COST_AMOUNT = "qobs.cost.amount"
     COST_CURRENCY = "qobs.cost.currency"
     COST_SOURCE = "qobs.cost.source"
+    COST_REASON = "qobs.cost.reason"
     SUBMISSION_REASON = "qobs.submission.reason"
     RUN_ID = "qobs.run.id"
     MODEL = "qobs.model.name"
@@ -246,6 +247,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(Attr.COST_AMOUNT, "double", "Cost of the job."),
     Attribute(Attr.COST_CURRENCY, "string", "ISO 4217 currency of the cost (USD)."),
     Attribute(Attr.COST_SOURCE, "string", "catalog, provider or estimate."),
+    Attribute(Attr.COST_REASON, "string", "Why a job cost zero or is unpriced (failed, cancelled, refused, no price)."),
     Attribute(Attr.SUBMISSION_REASON, "string", "Why a submission was refused."),
     Attribute(Attr.RUN_ID, "string", "qobs run id (joins spans to the run store)."),
     Attribute(Attr.MODEL, "string", "Model name of a training loop."),

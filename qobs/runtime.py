@@ -99,6 +99,10 @@ def start() -> Runtime | None:
                 from prometheus_client import start_http_server
 
                 rt.http_server = start_http_server(s.prometheus_port, addr=s.prometheus_host)
+        with contained("features"):  # cost, budgets, fidelity probe, calibration (imports no SDK)
+            from qobs import features
+
+            features.activate(s)
         _rt = rt
         _install_exit_hooks()
         return rt

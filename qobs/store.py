@@ -48,6 +48,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_run ON events (run_id);
     """,
+    # v2: budget state shared by the processes using the store (qobs.budgets)
+    """
+    CREATE TABLE budget_usage (
+        budget TEXT NOT NULL, bucket TEXT NOT NULL, start REAL NOT NULL, shots INTEGER NOT NULL DEFAULT 0,
+        usd TEXT NOT NULL DEFAULT '0', PRIMARY KEY (budget, bucket)
+    );
+    CREATE TABLE budget_thresholds (
+        budget TEXT NOT NULL, period TEXT NOT NULL, kind TEXT NOT NULL, pct INTEGER NOT NULL, ts REAL NOT NULL,
+        pid INTEGER, PRIMARY KEY (budget, period, kind, pct)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("runs", "jobs", "steps", "events")

@@ -1,0 +1,73 @@
+"""Cost, budgets, fidelity probe and calibration snapshots, plugged into the job pipeline.
+
+``runtime.start()`` calls ``activate(settings)``: one job listener (cost first, so that budgets see
+the job's price; then budgets, the fidelity probe and the calibration snapshot, each contained on
+its own) and the budget submit guard. Importing this module imports no SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qobs import config
+from qobs.errors import contained
+
+_settings: config.Settings | None = None
+_active = False
+
+
+def settings() -> config.Settings:
+    """Settings the features run with (the runtime's, else the environment's)."""
+    global _settings
+    if _settings is None:
+        from qobs import runtime
+
+        _settings = runtime.settings()
+    return _settings
+
+
+def on_job(record: Any) -> None:
+    """The one job listener: mark probe jobs, price, count against budgets, probe fidelity, snapshot."""
+    from qobs import budgets, calibration, cost, fidelity
+
+    with contained("probe_mark"):
+        fidelity.mark_probe(record)
+    with contained("cost"):
+        cost.on_job(record)
+    with contained("budgets"):
+        budgets.on_job(record)
+    with contained("fidelity"):
+        fidelity.on_job(record)
+    with contained("calibration"):
+        calibration.on_job(record)
+
+
+def guard(request: Any) -> Any:
+    from qobs import budgets
+
+    return budgets.guard(request)
+
+
+def activate(s: config.Settings) -> None:
+    """Register the listener and guard (idempotent) and reload files named by the settings."""
+    global _settings, _active
+    from qobs import budgets, cost, fidelity, telemetry
+
+    _settings = s
+    cost.reset()
+    fidelity.reset()
+    with contained("budgets"):
+        budgets.load_file(s.budgets)
+    telemetry.add_job_listener(on_job)
+    telemetry.add_submit_guard(guard)
+    _active = True
+
+
+def ensure_active() -> None:
+    """Activate with the current settings when the runtime has not (library use before instrument)."""
+    if not _active:
+        from qobs import runtime
+
+        rt = runtime.current() or runtime.start()
+        if not _active:
+            activate(rt.settings if rt is not None else runtime.settings())

@@ -1,0 +1,437 @@
+"""The fidelity probe: Hellinger fidelity of measured counts against the ideal distribution.
+
+On the job path, a deterministic seeded sample (``QOBS_FIDELITY_SAMPLE``, default 2 %) of finished
+jobs whose circuits are small (at most ``MAX_QUBITS``) is checked off-thread: the ideal
+distribution of the executed circuit (statevector of its unitary part, marginalised onto the
+measured clbits; cached per circuit structure and parameters) against the job's counts. The
+baseline per backend is the mean of the first ``QOBS_FIDELITY_BASELINE_CHECKS`` checks, or the
+pinned ``QOBS_FIDELITY_BASELINE``; a check fails below ``(1 - tolerance) * baseline``.
+
+``probe(backend)`` (and ``qobs probe``) runs a fixed reference circuit (3-qubit GHZ) with purpose
+``probe``: steady synthetic traffic and a clean drift signal.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from qobs.errors import ConfigError, contained
+
+MAX_QUBITS = 10
+_CACHE_SIZE = 512
+_SKIP = {"barrier", "delay", "id"}
+
+
+@dataclass(frozen=True)
+class Check:
+    backend: str
+    fidelity: float
+    baseline: float | None
+    result: str  # pass | fail
+
+
+# --- ideal distributions ------------------------------------------------------------------------
+
+_ideal_cache: OrderedDict[Any, dict[str, float] | None] = OrderedDict()
+_ideal_lock = threading.Lock()
+
+
+def _circuit_key(circuit: Any) -> Any:
+    qi = {q: i for i, q in enumerate(circuit.qubits)}
+    ci = {c: i for i, c in enumerate(circuit.clbits)}
+    ops = []
+    for inst in circuit.data:
+        op = inst.operation
+        params = tuple(float(p) if isinstance(p, (int, float)) else repr(p) for p in getattr(op, "params", ()))
+        ops.append((op.name, params, tuple(qi[q] for q in inst.qubits), tuple(ci[c] for c in inst.clbits)))
+    return circuit.num_qubits, circuit.num_clbits, tuple(ops)
+
+
+def ideal_distribution(circuit: Any) -> dict[str, float] | None:
+    """Ideal probabilities over the circuit's clbits (count-key order), or None when not computable.
+
+    Handles final measurements only (no mid-circuit measurement, reset, classical control or
+    unbound parameters); cached per circuit structure and parameter values.
+    """
+    if circuit.num_qubits > MAX_QUBITS or circuit.num_clbits == 0:
+        return None
+    key = _circuit_key(circuit)
+    with _ideal_lock:
+        if key in _ideal_cache:
+            _ideal_cache.move_to_end(key)
+            return _ideal_cache[key]
+    dist = _compute_ideal(key)
+    with _ideal_lock:
+        _ideal_cache[key] = dist
+        if len(_ideal_cache) > _CACHE_SIZE:
+            _ideal_cache.popitem(last=False)
+    return dist
+
+
+def _compute_ideal(key: Any) -> dict[str, float] | None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import CircuitInstruction
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+    from qiskit.quantum_info import Statevector
+
+    nq, nc, ops = key
+    gates = get_standard_gate_name_mapping()
+    qc = QuantumCircuit(nq)
+    measured: dict[int, int] = {}  # clbit -> qubit
+    done: set[int] = set()
+    for name, params, qargs, cargs in ops:
+        if name == "measure":
+            measured[cargs[0]] = qargs[0]
+            done.add(qargs[0])
+            continue
+        if name in _SKIP:
+            continue
+        if done.intersection(qargs) or cargs or name not in gates:
+            return None  # mid-circuit measurement, classical control, reset or an unknown gate
+        if any(isinstance(p, str) for p in params):
+            return None  # unbound parameter
+        gate = gates[name]
+        if params:
+            gate = type(gate)(*params)
+        qc._append(CircuitInstruction(gate, tuple(qc.qubits[i] for i in qargs)))
+    if not measured:
+        return None
+    clbits = sorted(measured)
+    probs = Statevector(qc).probabilities_dict(qargs=[measured[c] for c in clbits])
+    out: dict[str, float] = {}
+    for k, p in probs.items():
+        if p < 1e-12:
+            continue
+        full = ["0"] * nc
+        for j, c in enumerate(clbits):
+            full[nc - 1 - c] = k[len(k) - 1 - j]
+        s = "".join(full)
+        out[s] = out.get(s, 0.0) + p
+    return out
+
+
+def fidelity_of(circuit: Any, counts: dict[str, int]) -> float | None:
+    """Hellinger fidelity of ``counts`` against the ideal distribution of ``circuit``."""
+    ideal = ideal_distribution(circuit)
+    if ideal is None or not counts:
+        return None
+    from qiskit.quantum_info import hellinger_fidelity
+
+    clean = {k.replace(" ", ""): v for k, v in counts.items()}
+    return float(hellinger_fidelity(ideal, clean))
+
+
+# --- baselines and checks -----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_rng: random.Random | None = None
+_baselines: dict[str, dict[str, Any]] = {}
+
+
+def reset() -> None:
+    """Forget baselines and restart the seeded sampler (settings changed; tests)."""
+    global _rng
+    flush(1.0)
+    with _lock:
+        _rng = None
+        _baselines.clear()
+    from qobs import calibration
+
+    calibration.reset()
+
+
+def _settings() -> Any:
+    from qobs import features
+
+    return features.settings()
+
+
+def record_check(backend: str, fidelity: float) -> Check:
+    """Compare one fidelity with the backend's baseline; update gauges, counter and events."""
+    s = _settings()
+    with _lock:
+        st = _baselines.setdefault(backend, {"values": [], "baseline": s.fidelity_baseline})
+        baseline = st["baseline"]
+        if baseline is None:
+            st["values"].append(fidelity)
+            if len(st["values"]) >= s.fidelity_baseline_checks:
+                baseline = st["baseline"] = sum(st["values"]) / len(st["values"])
+            result = "pass"  # while the baseline is being established
+        else:
+            result = "pass" if fidelity >= (1.0 - s.fidelity_tolerance) * baseline else "fail"
+    from qobs.metrics import instruments
+    from qobs.telemetry import record_event
+
+    m = instruments()
+    m["qobs_fidelity"].child(backend).set(fidelity)
+    if baseline is not None:
+        m["qobs_fidelity_baseline"].child(backend).set(baseline)
+    m["qobs_fidelity_checks_total"].child(backend, result).inc()
+    record_event("fidelity_check", backend, {"fidelity": fidelity, "baseline": baseline, "result": result,
+                                             "tolerance": s.fidelity_tolerance})
+    return Check(backend, fidelity, baseline, result)
+
+
+def baseline(backend: str) -> float | None:
+    with _lock:
+        st = _baselines.get(backend)
+        return None if st is None else st["baseline"]
+
+
+# --- the job listener and its worker ------------------------------------------------------------
+
+_q: queue.Queue[tuple[str, Any, dict[str, int]]] = queue.Queue()
+_worker: tuple[int, threading.Thread] | None = None
+_worker_lock = threading.Lock()
+
+
+def _ensure_worker() -> None:
+    global _worker, _q
+    w = _worker
+    if w is not None and w[0] == os.getpid() and w[1].is_alive():
+        return
+    with _worker_lock:
+        w = _worker
+        if w is not None and w[0] == os.getpid() and w[1].is_alive():
+            return
+        if w is not None and w[0] != os.getpid():
+            _q = queue.Queue()  # a forked child: the parent's queue and thread are not ours
+        t = threading.Thread(target=_work, name="qobs-fidelity", daemon=True)
+        t.start()
+        _worker = (os.getpid(), t)
+
+
+def _work() -> None:
+    q = _q
+    while True:
+        backend, circuit, counts = q.get()
+        try:
+            with contained("fidelity"):
+                f = fidelity_of(circuit, counts)
+                if f is not None:
+                    record_check(backend, f)
+        finally:
+            q.task_done()
+
+
+def flush(timeout: float = 10.0) -> None:
+    """Wait until queued checks are done (tests, benchmarks, exit)."""
+    if _worker is None or _worker[0] != os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while _q.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _sampled() -> bool:
+    global _rng
+    s = _settings()
+    if s.fidelity_sample <= 0:
+        return False
+    with _lock:
+        if _rng is None:
+            _rng = random.Random(s.fidelity_seed)
+        return _rng.random() < s.fidelity_sample
+
+
+def on_job(record: Any) -> None:
+    """Job listener: pick a seeded sample of small finished jobs with counts and queue their check."""
+    if record.purpose == "probe" or record.status != "ok":
+        return
+    from qobs.telemetry import CTX_CIRCUITS, CTX_COUNTS
+
+    counts = record.context.get(CTX_COUNTS)
+    circuits = record.context.get(CTX_CIRCUITS)
+    if not counts or not circuits:
+        return
+    if not isinstance(circuits, (list, tuple)):
+        circuits = [circuits]
+    if isinstance(counts, dict):
+        counts = [counts]
+    if not _sampled():
+        return
+    for circ, c in zip(circuits, counts, strict=False):
+        if getattr(circ, "num_qubits", MAX_QUBITS + 1) <= MAX_QUBITS and hasattr(circ, "clbits") and c:
+            _ensure_worker()
+            _q.put((record.backend, circ, dict(c)))
+            return
+
+
+# --- the reference probe ------------------------------------------------------------------------
+
+_probe_ctx: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("qobs_probe", default=None)
+_probe_ids: set[str] = set()
+
+
+def mark_probe(record: Any) -> None:
+    """Give jobs run by ``probe()`` (and recorded by an adapter) purpose ``probe``."""
+    ctx = _probe_ctx.get()
+    if ctx is not None or (record.job_id is not None and record.job_id in _probe_ids):
+        record.purpose = "probe"
+        if ctx is not None:
+            ctx["seen"] = True
+        elif record.job_id is not None:
+            _probe_ids.discard(record.job_id)
+
+
+def reference_circuit() -> Any:
+    """The fixed reference circuit: a 3-qubit GHZ state, all qubits measured."""
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(3, name="qobs_probe_ghz3")
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    qc.measure_all()
+    return qc
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    backend: str
+    fidelity: float
+    check: Check
+    counts: dict[str, int]
+    seconds: float
+    job_id: str | None
+
+
+_transpiled: dict[tuple[int, Any], Any] = {}
+
+
+def _isa(backend: Any, seed: int) -> Any:
+    key = (id(backend), id(getattr(backend, "target", None)))
+    c = _transpiled.get(key)
+    if c is None:
+        from qiskit import transpile
+
+        c = transpile(reference_circuit(), backend=backend, seed_transpiler=seed, optimization_level=1)
+        if len(_transpiled) > 64:
+            _transpiled.clear()
+        _transpiled[key] = c
+    return c
+
+
+def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
+    """Run the reference circuit on ``backend`` (a Qiskit BackendV2 or a name) and check its fidelity.
+
+    The job is recorded with purpose ``probe`` (by the Qiskit adapter when instrumented, else here)
+    and goes through the budget guards. Raises what the backend raises (e.g. expired credentials).
+    """
+    from qobs import features, telemetry
+    from qobs.cost import backend_name
+
+    features.ensure_active()
+    if isinstance(backend, str):
+        backend = resolve_backend(backend)
+    name = backend_name(backend)
+    provider = getattr(backend, "provider_name", None) or "qiskit"
+    circ = _isa(backend, seed)
+    telemetry.check_submit(telemetry.SubmitRequest("probe", name, provider, shots, 1, purpose="probe",
+                                                   backend_obj=backend, circuit_objs=[circ]))
+    ctx: dict[str, Any] = {"seen": False}
+    token = _probe_ctx.set(ctx)
+    handle = telemetry.start_job("probe", name, provider, purpose="probe", shots_requested=shots, circuits=1)
+    t0 = time.perf_counter()
+    job = None
+    try:
+        try:
+            job = backend.run(circ, shots=shots)
+            jid = job.job_id() if callable(getattr(job, "job_id", None)) else None
+            if jid:
+                _probe_ids.add(jid)
+            result = job.result()
+            counts = result.get_counts(0) if hasattr(result, "get_counts") else result[0].data.meas.get_counts()
+        except BaseException as exc:
+            if not ctx["seen"]:
+                rec = handle.record
+                rec.status = "cancelled" if "cancel" in type(exc).__name__.lower() else "error"
+                rec.error_type = type(exc).__name__
+                if job is None:
+                    rec.submission_reason = _submission_reason(exc)
+                rec.context[telemetry.CTX_BACKEND] = backend
+                telemetry.finish_job(handle)
+            raise
+        seconds = time.perf_counter() - t0
+        if not ctx["seen"]:  # no adapter recorded it: record it here
+            rec = handle.record
+            rec.job_id = jid
+            rec.shots = sum(counts.values())
+            rec.simulator = getattr(backend, "simulator", None) if isinstance(
+                getattr(backend, "simulator", None), bool) else None
+            rec.context.update({telemetry.CTX_BACKEND: backend, telemetry.CTX_CIRCUITS: [circ],
+                                telemetry.CTX_COUNTS: [counts], telemetry.CTX_RESULT: result})
+            metrics_fn = getattr(job, "metrics", None)
+            if callable(metrics_fn):
+                with contained("probe"):
+                    jm = metrics_fn()
+                    rec.context[telemetry.CTX_METRICS] = jm
+                    rec.queue_s, rec.execution_s = _queue_exec(jm)
+            telemetry.finish_job(handle)
+        elif handle.span is not None:
+            with contained("tracing"):
+                handle.span.end()
+    finally:
+        _probe_ctx.reset(token)
+        if job is not None and jid:
+            _probe_ids.discard(jid)
+    f = fidelity_of(circ, counts)
+    assert f is not None  # the reference circuit always has an ideal distribution
+    return ProbeResult(name, f, record_check(name, f), dict(counts), seconds, jid)
+
+
+def _submission_reason(exc: BaseException) -> str:
+    n = type(exc).__name__.lower()
+    if isinstance(exc, PermissionError) or "credential" in n or "auth" in n or "token" in n:
+        return "credentials"
+    if getattr(exc, "reason", None) == "budget":
+        return "budget"
+    return "other"
+
+
+def _queue_exec(jm: Any) -> tuple[float | None, float | None]:
+    from datetime import datetime
+
+    try:
+        ts = jm["timestamps"]
+        c, r, f = (datetime.fromisoformat(ts[k].replace("Z", "+00:00")).timestamp()
+                   for k in ("created", "running", "finished"))
+        return max(r - c, 0.0), max(f - r, 0.0)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, None
+
+
+def resolve_backend(name: str) -> Any:
+    """A backend object from a name: ``aer_simulator``, ``sim_*`` (qobs.sim), ``fake_*`` (IBM fakes),
+    or a PennyLane device name (``default.qubit``). Raises ConfigError for anything else."""
+    if name == "aer_simulator":
+        from qiskit_aer import AerSimulator
+
+        return AerSimulator(max_parallel_threads=1)
+    if name.startswith("sim_"):
+        from qobs.sim import SimulatedQPU
+
+        return SimulatedQPU(name=name)
+    if name.startswith("fake_"):
+        try:
+            from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
+        except ImportError:
+            raise ConfigError(f"backend {name!r} needs qiskit-ibm-runtime (pip install 'qobs[ibm]')") from None
+        try:
+            return FakeProviderForBackendV2().backend(name)
+        except Exception:  # noqa: BLE001
+            raise ConfigError(f"unknown fake backend {name!r}") from None
+    if name.startswith(("default.", "lightning.")):
+        import pennylane as qml
+
+        return qml.device(name)
+    raise ConfigError(f"unknown backend {name!r}: expected aer_simulator, sim_<name> (qobs.sim), fake_<name> "
+                      "or a PennyLane device name")
