@@ -1,0 +1,1078 @@
+"""The Qiskit hooks. Imported only once qiskit is (see ``QiskitAdapter.on_import``).
+
+Every piece of qobs code here runs inside ``contained``; the user's call runs outside it, so its
+exceptions reach the user unchanged and its return values are the SDK's own objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError, Future
+from datetime import datetime
+from typing import Any
+
+from qobs import telemetry
+from qobs.contract import Attr, Span
+from qobs.errors import contained
+from qobs.telemetry import (
+    CTX_BACKEND,
+    CTX_CIRCUITS,
+    CTX_COUNTS,
+    CTX_METRICS,
+    CTX_RESULT,
+    CircuitStats,
+    JobHandle,
+    SubmissionRefused,
+    SubmitRequest,
+)
+
+COMPONENT = "adapter:qiskit"
+# Attributes this adapter adds to job records (span attributes and the store's attrs column).
+FALLBACK_FROM = "qobs.fallback.requested_backend"
+FALLBACK_REASON = "qobs.fallback.reason"
+FALLBACK_UNSUPPORTED = "qobs.fallback.unsupported"
+TWO_Q_BEFORE = "quantum.circuit.two_qubit_gates_before_transpile"
+
+_IDENT_MAX = 4096   # circuit objects remembered by identity
+_STRUCT_MAX = 512   # circuit structures remembered
+_RESULT_WAIT_S = 5.0
+
+
+class _TLS(threading.local):
+    depth = 0              # > 0 while inside an observed job/transpile on this thread
+    current: Any = None    # the tracker of the job being submitted on this thread
+
+
+_tls = _TLS()
+
+
+class _State:
+    def __init__(self) -> None:
+        self.patcher: Any = None
+        self.generation = 0
+        self.installed: set[str] = set()
+        self.result_types: set[type] = set()
+        self.lock = threading.RLock()
+        self.ident: dict[int, tuple[Any, int, CircuitStats]] = {}
+        self.struct: dict[Any, CircuitStats] = {}
+        self.transpiled: dict[int, tuple[Any, int, int, float]] = {}
+
+
+_state = _State()
+_pending: dict[int, _Tracker] = {}
+
+
+def reset() -> None:
+    """Forget patches' bookkeeping and caches (the patcher restored the patches themselves)."""
+    global _state
+    gen = _state.generation + 1
+    _state = _State()
+    _state.generation = gen
+    _pending.clear()
+
+
+# --- installation -------------------------------------------------------------------------------
+def install(module_name: str, patcher: Any) -> None:
+    """Hook what qiskit offers (idempotent); later modules (aer, runtime) only need a re-walk."""
+    with _state.lock:
+        _state.patcher = patcher
+        if "qiskit" not in _state.installed:
+            _state.installed.add("qiskit")
+            _install_qiskit(patcher)
+        else:
+            _walk_all()
+        _state.installed.add(module_name)
+
+
+_HIERARCHY: list[tuple[type, str, Callable[[Any], Any]]] = []
+
+
+def _install_qiskit(patcher: Any) -> None:
+    import qiskit
+    import qiskit.compiler
+    import qiskit.compiler.transpiler as transpiler_mod
+    from qiskit.passmanager import BasePassManager
+    from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2
+    from qiskit.primitives.primitive_job import PrimitiveJob
+    from qiskit.providers import BackendV2
+
+    _HIERARCHY.clear()
+    _HIERARCHY.extend([
+        (BaseSamplerV2, "run", _make_primitive_run("sampler")),
+        (BaseEstimatorV2, "run", _make_primitive_run("estimator")),
+        (BackendV2, "run", _make_backend_run),
+        (BasePassManager, "run", _make_passmanager_run),
+    ])
+    for base, name, make in _HIERARCHY:
+        _hook_init_subclass(patcher, base, name, make)
+    _walk_all()
+    patcher.wrap(PrimitiveJob, "_submit", _make_submit)
+    for owner in (qiskit, qiskit.compiler, transpiler_mod):
+        if hasattr(owner, "transpile"):
+            patcher.wrap(owner, "transpile", _make_transpile)
+    try:
+        import qiskit.transpiler as tmod
+        import qiskit.transpiler.preset_passmanagers as pmod
+        owners = [qiskit, tmod, pmod, transpiler_mod]
+        try:
+            import qiskit.transpiler.preset_passmanagers.generate_preset_pass_manager as gmod
+            owners.append(gmod)
+        except ImportError:
+            pass
+        for owner in owners:
+            if hasattr(owner, "generate_preset_pass_manager") and callable(owner.generate_preset_pass_manager):
+                patcher.wrap(owner, "generate_preset_pass_manager", _make_generate_pm)
+    except ImportError:
+        pass
+
+
+def _walk_all() -> None:
+    for base, name, make in _HIERARCHY:
+        stack, seen = [base], set()
+        while stack:
+            cls = stack.pop()
+            if cls in seen:
+                continue
+            seen.add(cls)
+            _hook_class(cls, name, make)
+            stack.extend(type.__subclasses__(cls))
+
+
+def _hook_class(cls: type, name: str, make: Callable[[Any], Any]) -> None:
+    fn = cls.__dict__.get(name)
+    if fn is None or not callable(fn) or getattr(fn, "__isabstractmethod__", False):
+        return
+    if _state.patcher is not None:
+        _state.patcher.wrap(cls, name, make)
+
+
+def _hook_init_subclass(patcher: Any, base: type, name: str, make: Callable[[Any], Any]) -> None:
+    """Classes defined after instrument() get their own ``run`` wrapped as they are created."""
+    own = base.__dict__.get("__init_subclass__")
+
+    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+        if own is not None:
+            own.__func__(cls, **kwargs)
+        else:
+            super(base, cls).__init_subclass__(**kwargs)
+        with contained(COMPONENT):
+            _hook_class(cls, name, make)
+
+    __init_subclass__.__qobs_wrapped__ = own or object.__init_subclass__  # type: ignore[attr-defined]
+    patcher.wrap(base, "__init_subclass__", lambda _orig: classmethod(__init_subclass__))
+
+
+# --- descriptions ------------------------------------------------------------------------------
+class _Desc:
+    """What is known about a job at submission."""
+
+    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "counts_fn", "operation", "parent",
+                 "precision", "provider", "pubs", "run_input", "session_id", "shots_req", "shots_total",
+                 "simulator", "stats", "transpile_s")
+
+    def __init__(self, operation: str, backend: str, provider: str) -> None:
+        self.operation, self.backend, self.provider = operation, backend, provider
+        self.backend_obj: Any = None
+        self.simulator: bool | None = None
+        self.pubs: list[Any] = []
+        self.run_input: list[Any] = []
+        self.circuits = 0
+        self.bindings: int | None = None
+        self.shots_req: int | None = None
+        self.shots_total: int | None = None
+        self.precision: float | None = None
+        self.stats: list[CircuitStats] = []
+        self.transpile_s: float | None = None
+        self.session_id: str | None = None
+        self.parent: Any = None
+
+
+def _provider_of(backend: Any) -> str:
+    mod = type(backend).__module__
+    if mod.startswith("qiskit_aer"):
+        return "aer"
+    if mod.startswith("qiskit_ibm_runtime"):
+        return "ibm"
+    if mod.startswith("qiskit."):
+        return "qiskit"
+    return mod.split(".", 1)[0]
+
+
+def _backend_name(backend: Any) -> str:
+    name = getattr(backend, "name", None)
+    if callable(name):  # BackendV1
+        name = name()
+    return str(name) if name else type(backend).__name__
+
+
+def _simulator(backend: Any, provider: str) -> bool | None:
+    mod = type(backend).__module__
+    if provider in ("aer", "qiskit") or "fake_provider" in mod:
+        return True
+    if provider == "ibm":
+        return False
+    return None
+
+
+def _describe_backend(desc: _Desc, backend: Any) -> None:
+    desc.backend_obj = backend
+    desc.backend, desc.provider = _backend_name(backend), _provider_of(backend)
+    desc.simulator = _simulator(backend, desc.provider)
+
+
+def _primitive_desc(prim: Any, kind: str) -> _Desc:
+    backend = getattr(prim, "_backend", None)
+    mod = type(prim).__module__
+    if backend is not None and hasattr(backend, "run"):
+        desc = _Desc(kind, "", "")
+        _describe_backend(desc, backend)
+        if mod.startswith("qiskit_ibm_runtime"):
+            desc.provider = "ibm"
+            mode = getattr(prim, "_mode", None)
+            sid = getattr(mode, "session_id", None) if mode is not None and mode is not backend else None
+            desc.session_id = sid if isinstance(sid, str) else None
+        return desc
+    if mod.startswith("qiskit.primitives"):
+        desc = _Desc(kind, "statevector", "qiskit")
+        desc.simulator = True
+        return desc
+    if mod.startswith("qiskit_aer"):
+        desc = _Desc(kind, "aer_simulator", "aer")
+        desc.simulator = True
+        return desc
+    return _Desc(kind, type(prim).__name__, mod.split(".", 1)[0])
+
+
+def _default_shots(prim: Any) -> int | None:
+    for getter in (lambda: prim.options.default_shots, lambda: prim._default_shots,
+                   lambda: prim.default_shots):
+        try:
+            v = getter()
+        except Exception:  # noqa: BLE001 - attributes differ between implementations
+            continue
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _default_precision(prim: Any) -> float | None:
+    for getter in (lambda: prim.options.default_precision, lambda: prim._default_precision):
+        try:
+            v = getter()
+        except Exception:  # noqa: BLE001
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
+    desc = _primitive_desc(prim, kind)
+    if kind == "sampler":
+        from qiskit.primitives.containers.sampler_pub import SamplerPub as Pub
+
+        shots = kwargs.get("shots")
+        arg = shots if shots is not None else _default_shots(prim)
+    else:
+        from qiskit.primitives.containers.estimator_pub import EstimatorPub as Pub
+
+        precision = kwargs.get("precision")
+        arg = precision if precision is not None else _default_precision(prim)
+    coerced = []
+    for pub in pubs:
+        try:
+            coerced.append(Pub.coerce(pub, arg))
+        except Exception:  # noqa: BLE001 - invalid pub: the SDK will raise it to the user
+            coerced.append(None)
+    desc.pubs = coerced
+    bindings = shots_total = 0
+    precisions: list[float] = []
+    shots_known = kind == "sampler"
+    for pub in coerced:
+        if pub is None:
+            bindings += 1
+            shots_known = False
+            continue
+        n = max(int(pub.parameter_values.size), 1)
+        bindings += n
+        stats = stats_of(pub.circuit)
+        desc.stats.extend([stats] * n)
+        t = _transpile_share(pub.circuit)
+        if t is not None:
+            desc.transpile_s = (desc.transpile_s or 0.0) + t
+        if kind == "sampler":
+            if pub.shots is None:
+                shots_known = False
+            else:
+                shots_total += pub.shots * n
+        elif pub.precision is not None:
+            precisions.append(float(pub.precision))
+    desc.circuits = desc.bindings = bindings
+    if kind == "sampler":
+        desc.shots_req = arg if isinstance(arg, int) else None
+        desc.shots_total = shots_total if shots_known else None
+    else:
+        desc.precision = max(precisions) if precisions else None
+    desc.parent = _parent([p.circuit for p in coerced if p is not None])
+    return desc
+
+
+def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
+    from qiskit import QuantumCircuit
+
+    desc = _Desc("backend_run", "", "")
+    _describe_backend(desc, backend)
+    circuits = [run_input] if isinstance(run_input, QuantumCircuit) else list(run_input)
+    desc.run_input = circuits
+    binds = kwargs.get("parameter_binds")
+    total = 0
+    for i, circ in enumerate(circuits):
+        n = 1
+        if binds and i < len(binds) and binds[i]:
+            n = max(len(next(iter(binds[i].values()))), 1)
+        total += n
+        if isinstance(circ, QuantumCircuit):
+            desc.stats.extend([stats_of(circ)] * n)
+            t = _transpile_share(circ)
+            if t is not None:
+                desc.transpile_s = (desc.transpile_s or 0.0) + t
+    desc.circuits = total
+    desc.bindings = total
+    shots = kwargs.get("shots")
+    if shots is None:
+        opts = getattr(backend, "options", None)
+        shots = getattr(opts, "shots", None) if opts is not None else None
+    if isinstance(shots, int) and not isinstance(shots, bool):
+        desc.shots_req, desc.shots_total = shots, shots * total
+    desc.parent = _parent([c for c in circuits if isinstance(c, QuantumCircuit)])
+    return desc
+
+
+def _parent(circuits: list[Any]) -> Any:
+    """The OTel context to parent the job span on: the active span, else a circuit's traceparent."""
+    from opentelemetry import trace
+
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    for c in circuits:
+        md = getattr(c, "metadata", None)
+        if isinstance(md, dict) and isinstance(md.get("traceparent"), str):
+            return telemetry.context_from_traceparent(md["traceparent"])
+    return None
+
+
+# --- circuit shapes ----------------------------------------------------------------------------
+def _two_qubit(circ: Any) -> int:
+    return int(circ.num_nonlocal_gates())
+
+
+def _struct_key(circ: Any) -> Any:
+    return (circ.num_qubits, circ.num_clbits,
+            tuple((inst.operation.name, inst.qubits) for inst in circ.data))
+
+
+def stats_of(circ: Any) -> CircuitStats:
+    """Width, depth and two-qubit gates of a circuit, never recomputed for a structure already seen.
+
+    Looked up by identity first (the same object, same length), then by structure (operation
+    names and qubits in order, so rebinding parameters does not cost a new ``depth()``). A circuit
+    mutated in place without changing its length keeps its old figures.
+    """
+    st = _state
+    n = len(circ)
+    hit = st.ident.get(id(circ))
+    if hit is not None and hit[1] == n and hit[0]() is circ:
+        return hit[2]
+    key = _struct_key(circ)
+    stats = st.struct.get(key)
+    if stats is None:
+        before = st.transpiled.get(id(circ))
+        depth_before = before[1] if before is not None and before[0]() is circ else None
+        stats = CircuitStats(width=int(circ.num_qubits), depth=int(circ.depth()),
+                             two_qubit_gates=_two_qubit(circ), depth_before=depth_before)
+        with st.lock:
+            st.struct[key] = stats
+            while len(st.struct) > _STRUCT_MAX:
+                st.struct.pop(next(iter(st.struct)))
+    try:
+        ref = weakref.ref(circ)
+    except TypeError:
+        return stats
+    with st.lock:
+        st.ident[id(circ)] = (ref, n, stats)
+        while len(st.ident) > _IDENT_MAX:
+            st.ident.pop(next(iter(st.ident)))
+    return stats
+
+
+def _transpile_share(circ: Any) -> float | None:
+    hit = _state.transpiled.get(id(circ))
+    if hit is None or hit[0]() is not circ:
+        return None
+    return hit[3]
+
+
+# --- jobs --------------------------------------------------------------------------------------
+class _Tracker:
+    """An observed job until its outcome is recorded (exactly once, whoever gets there first)."""
+
+    __slots__ = ("_claim", "desc", "done", "gen", "handle", "job", "t_end", "t_run")
+
+    def __init__(self, handle: JobHandle, desc: _Desc) -> None:
+        self.handle, self.desc = handle, desc
+        self.job: Any = None
+        self._claim = [True]
+        self.done = threading.Event()
+        self.gen = _state.generation
+        self.t_run: float | None = None
+        self.t_end: float | None = None
+
+    def take(self) -> bool:
+        try:
+            self._claim.pop()  # atomic: only one caller gets the item
+            return True
+        except IndexError:
+            return False
+
+
+def _start(desc: _Desc) -> JobHandle:
+    h = telemetry.start_job(desc.operation, desc.backend, desc.provider, parent=desc.parent,
+                            circuits=desc.circuits, bindings=desc.bindings, shots_requested=desc.shots_req,
+                            precision=desc.precision, simulator=desc.simulator, session_id=desc.session_id)
+    h.record.stats = desc.stats
+    if desc.transpile_s is not None:
+        h.record.attributes[Attr.TRANSPILE_S] = desc.transpile_s
+    befores = [s for s in desc.stats if s.depth_before is not None]
+    if befores:
+        two_q = [_state.transpiled.get(id(c)) for c in _circuits_of(desc)]
+        vals = [x[2] for x in two_q if x is not None]
+        if vals:
+            h.record.attributes[TWO_Q_BEFORE] = max(vals)
+    h.record.context[CTX_BACKEND] = desc.backend_obj
+    return h
+
+
+def _circuits_of(desc: _Desc) -> list[Any]:
+    return [p.circuit for p in desc.pubs if p is not None] if desc.pubs else desc.run_input
+
+
+def _request(desc: _Desc) -> SubmitRequest:
+    return SubmitRequest(operation=desc.operation, backend=desc.backend, provider=desc.provider,
+                         shots=desc.shots_total or 0, circuits=desc.circuits, backend_obj=desc.backend_obj,
+                         circuit_objs=_circuits_of(desc))
+
+
+def _check(desc: _Desc) -> Any:
+    """Ask the guards. A refusal is recorded (status error, reason budget) and re-raised unchanged."""
+    req = None
+    with contained(COMPONENT):
+        req = _request(desc)
+    if req is None:
+        return None
+    try:
+        return telemetry.check_submit(req)
+    except SubmissionRefused as exc:
+        with contained(COMPONENT):
+            h = _start(desc)
+            h.record.status, h.record.submission_reason = "error", getattr(exc, "reason", "budget") or "budget"
+            h.record.error_type = type(exc).__name__
+            telemetry.finish_job(h)
+        raise
+
+
+def _reason(exc: BaseException) -> str:
+    name = type(exc).__name__.lower()
+    text = f"{name} {exc}".lower()
+    if any(w in text for w in ("credential", "unauthori", "not authori", "token", "forbidden", "401", "403")):
+        return "credentials"
+    if any(w in text for w in ("rate limit", "ratelimit", "too many requests", "429")):
+        return "rate_limit"
+    if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)) or any(
+            w in name for w in ("valid", "circuiterror", "qiskiterror", "transpilererror", "aererror")):
+        return "validation"
+    return "other"
+
+
+def _submission_failed(tracker: _Tracker | None, exc: BaseException) -> None:
+    if tracker is None:
+        return
+    rec = tracker.handle.record
+    rec.status, rec.error_type, rec.submission_reason = "error", type(exc).__name__, _reason(exc)
+    tracker.take()
+    telemetry.finish_job(tracker.handle)
+
+
+def _reroute(desc: _Desc, decision: Any, target: Any, kind: str) -> Any:
+    """Apply a guard's fallback. Returns the object to call the original ``run`` on."""
+    fb = decision.fallback
+    requested = desc.backend
+    if kind == "backend_run":
+        new = fb
+    else:
+        from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2
+
+        if type(target) in (BackendSamplerV2, BackendEstimatorV2):
+            new = copy.copy(target)
+            new._backend = fb
+        else:
+            return None
+    _describe_backend(desc, fb)
+    telemetry.record_event("budget_fallback", requested, {
+        "from": requested, "to": desc.backend, "reason": decision.reason, "operation": desc.operation})
+    return new
+
+
+def _fallback_attrs(handle: JobHandle, requested: str | None, decision: Any, unsupported: bool) -> None:
+    if unsupported:
+        handle.record.attributes[FALLBACK_UNSUPPORTED] = True
+    elif requested is not None:
+        handle.record.attributes[FALLBACK_FROM] = requested
+        if decision.reason:
+            handle.record.attributes[FALLBACK_REASON] = decision.reason
+
+
+def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwargs: dict[str, Any],
+             describe: Callable[[], _Desc]) -> Any:
+    """Submit a job through ``orig`` with telemetry around it."""
+    desc = None
+    with contained(COMPONENT):
+        desc = describe()
+    if desc is None:
+        return _scoped(orig, target, args, kwargs, None)
+    decision = _check(desc)
+    requested, unsupported = None, False
+    if decision is not None:
+        with contained(COMPONENT):
+            before = desc.backend
+            new = _reroute(desc, decision, target, kind)
+            if new is None:
+                unsupported = True
+            else:
+                target, requested = new, before
+    tracker = None
+    with contained(COMPONENT):
+        handle = _start(desc)
+        if decision is not None:
+            _fallback_attrs(handle, requested, decision, unsupported)
+        tracker = _Tracker(handle, desc)
+    return _scoped(orig, target, args, kwargs, tracker)
+
+
+def _scoped(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any],
+            tracker: _Tracker | None) -> Any:
+    tls = _tls
+    prev = tls.current
+    tls.depth += 1
+    tls.current = tracker
+    try:
+        job = orig(target, *args, **kwargs)
+    except BaseException as exc:
+        with contained(COMPONENT):
+            _submission_failed(tracker, exc)
+        raise
+    finally:
+        tls.depth -= 1
+        tls.current = prev
+    if tracker is not None:
+        with contained(COMPONENT):
+            _track(job, tracker)
+    return job
+
+
+def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
+    def make(orig: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(orig)
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _tls.depth:
+                return orig(self, *args, **kwargs)
+            if args and not isinstance(args[0], (list, tuple)):
+                args = (list(args[0]), *args[1:])  # a generator of pubs must survive our look at it
+            elif not args and "pubs" in kwargs and not isinstance(kwargs["pubs"], (list, tuple)):
+                kwargs["pubs"] = list(kwargs["pubs"])
+            pubs = args[0] if args else kwargs.get("pubs", [])
+            return _observe(orig, self, kind, args, kwargs, lambda: _describe_primitive(self, kind, pubs, kwargs))
+
+        return run
+
+    return make
+
+
+def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _tls.depth:
+            return orig(self, *args, **kwargs)
+        run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
+
+        def call(target: Any, *a: Any, **k: Any) -> Any:
+            # A fallback backend of another class runs through its own class's run (passes through: nested).
+            return orig(target, *a, **k) if target is self else type(target).run(target, *a, **k)
+
+        return _observe(call, self, "backend_run", args, kwargs,
+                        lambda: _describe_backend_run(self, run_input, kwargs))
+
+    return run
+
+
+def _make_submit(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """PrimitiveJob._submit: the job's function runs on a worker thread; carry the scope there."""
+
+    @functools.wraps(orig)
+    def _submit(self: Any) -> Any:
+        if not _tls.depth:
+            return orig(self)
+        tracker = _tls.current
+        fn = self._function
+
+        def scoped(*a: Any, **k: Any) -> Any:
+            _tls.depth += 1
+            if tracker is not None and tracker.t_run is None:
+                tracker.t_run = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                _tls.depth -= 1
+                if tracker is not None:
+                    tracker.t_end = time.perf_counter()
+
+        self._function = scoped
+        try:
+            return orig(self)
+        finally:
+            self._function = fn  # the job keeps the SDK's own function (pickling, introspection)
+
+    return _submit
+
+
+def _track(job: Any, tracker: _Tracker) -> None:
+    tracker.job = job
+    _ensure_result_hook(type(job))
+    _pending[id(job)] = tracker
+    fut = getattr(job, "_future", None)
+    if isinstance(fut, Future):
+        fut.add_done_callback(functools.partial(_on_future_done, tracker))
+        return
+    if not type(job).__module__.startswith("qiskit_ibm_runtime"):
+        status = _final_status(job)
+        if status is not None:
+            _settle(tracker, status)
+            return
+    _poller().add(tracker)
+
+
+def _final_status(job: Any) -> str | None:
+    try:
+        s = job.status()
+    except Exception:  # noqa: BLE001 - a job that cannot tell its status yet
+        return None
+    name = str(getattr(s, "name", s)).upper()
+    return {"DONE": "ok", "ERROR": "error", "CANCELLED": "cancelled", "CANCELED": "cancelled"}.get(name)
+
+
+def _settle(tracker: _Tracker, status: str) -> None:
+    """Record a job whose final status is known but whose result we have not seen (poller, sync jobs)."""
+    if not tracker.take():
+        return
+    try:
+        result = exc = None
+        if status == "ok":
+            try:
+                result = tracker.job.result()
+            except Exception as e:  # noqa: BLE001
+                exc = e
+        _finish(tracker, result=result, error=exc, cancelled=status == "cancelled",
+                failed=status == "error")
+    finally:
+        _release(tracker)
+
+
+def _release(tracker: _Tracker) -> None:
+    tracker.done.set()
+    if tracker.job is not None and _pending.get(id(tracker.job)) is tracker:
+        _pending.pop(id(tracker.job), None)
+
+
+def _on_future_done(tracker: _Tracker, fut: Future) -> None:
+    with contained(COMPONENT):
+        if tracker.gen != _state.generation or not tracker.take():
+            return
+        try:
+            if fut.cancelled():
+                _finish(tracker, cancelled=True)
+            elif fut.exception() is not None:
+                _finish(tracker, error=fut.exception())
+            else:
+                _finish(tracker, result=fut.result())
+        finally:
+            _release(tracker)
+
+
+def _ensure_result_hook(cls: type) -> None:
+    if cls in _state.result_types or _state.patcher is None:
+        return
+    with _state.lock:
+        if cls not in _state.result_types:
+            _state.result_types.add(cls)
+            if callable(getattr(cls, "result", None)):
+                _state.patcher.wrap(cls, "result", _make_result)
+
+
+def _make_result(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def result(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tracker = _pending.get(id(self)) if _pending else None
+        if tracker is None or tracker.job is not self:
+            return orig(self, *args, **kwargs)
+        try:
+            out = orig(self, *args, **kwargs)
+        except BaseException as exc:
+            with contained(COMPONENT):
+                _after_result(tracker, None, exc)
+            raise
+        with contained(COMPONENT):
+            _after_result(tracker, out, None)
+        return out
+
+    return result
+
+
+def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> None:
+    if tracker.gen != _state.generation:
+        return
+    fut = getattr(tracker.job, "_future", None)
+    if exc is not None:
+        if isinstance(fut, Future):
+            if fut.done():
+                tracker.done.wait(_RESULT_WAIT_S)  # the done-callback records it
+            return
+        if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+            return  # not an outcome: the job goes on
+    if tracker.take():
+        try:
+            _finish(tracker, result=out, error=exc)
+        finally:
+            _release(tracker)
+    else:
+        tracker.done.wait(_RESULT_WAIT_S)
+
+
+# --- reading outcomes --------------------------------------------------------------------------
+def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | None = None,
+            cancelled: bool = False, failed: bool = False) -> None:
+    h, desc = tracker.handle, tracker.desc
+    rec = h.record
+    try:
+        if cancelled or isinstance(error, CancelledError):
+            rec.status = "cancelled"
+        elif error is not None or failed:
+            rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
+        else:
+            with contained(COMPONENT):
+                rec.context[CTX_RESULT] = result
+                if desc.operation == "backend_run":
+                    _read_backend_result(rec, desc, result)
+                else:
+                    _read_primitive_result(rec, desc, result)
+        with contained(COMPONENT):
+            _read_job(rec, tracker)
+        if rec.duration_s is None and tracker.t_end is not None:
+            rec.duration_s = tracker.t_end - h.t0
+    finally:
+        telemetry.finish_job(h)
+
+
+def _read_job(rec: Any, tracker: _Tracker) -> None:
+    job = tracker.job
+    jid = getattr(job, "job_id", None)
+    jid = jid() if callable(jid) else jid
+    rec.job_id = str(jid) if jid else None
+    sid = getattr(job, "session_id", None) if type(job).__module__.startswith("qiskit_ibm_runtime") else None
+    if isinstance(sid, str) and sid:
+        rec.session_id = sid
+    measured = tracker.t_end - tracker.t_run if tracker.t_run is not None and tracker.t_end is not None else None
+    metrics_fn = getattr(job, "metrics", None)
+    if callable(metrics_fn) and type(job).__module__.startswith("qiskit_ibm_runtime"):
+        m = metrics_fn()
+        rec.context[CTX_METRICS] = m
+        ts = (m or {}).get("timestamps") or {}
+        created, running, finished = (_ts(ts.get(k)) for k in ("created", "running", "finished"))
+        if created is not None and running is not None:
+            rec.queue_s = max(running - created, 0.0)
+        if running is not None and finished is not None and finished > running:
+            rec.execution_s = finished - running
+        if created is not None and finished is not None and tracker.t_end is None and finished > created:
+            rec.duration_s = finished - created
+    if rec.execution_s is None and measured is not None:
+        rec.execution_s = measured
+
+
+def _ts(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class LazySeq(Sequence):
+    """A read-only sequence whose items are computed on first access (counts, bound circuits)."""
+
+    __slots__ = ("_cache", "_fn", "_n")
+
+    def __init__(self, n: int, fn: Callable[[int], Any]) -> None:
+        self._n, self._fn, self._cache = n, fn, {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        if i not in self._cache:
+            self._cache[i] = self._fn(i)
+        return self._cache[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(self._n))
+
+
+def _read_backend_result(rec: Any, desc: _Desc, result: Any) -> None:
+    exps = list(getattr(result, "results", None) or [])
+    ok = [e for e in exps if getattr(e, "success", True)]
+    rec.shots = sum(int(e.shots) for e in ok if isinstance(getattr(e, "shots", None), int))
+    if (exps and not ok) or getattr(result, "success", True) is False:
+        rec.status, rec.error_type = "error", "ExperimentError"
+    md = getattr(result, "metadata", None) or {}
+    t = md.get("time_taken_execute") if isinstance(md, dict) else None
+    if t is None:
+        try:
+            t = result.time_taken
+        except AttributeError:
+            t = None
+    if isinstance(t, (int, float)):
+        rec.execution_s = float(t)
+    rec.circuits = len(exps) or rec.circuits
+    rec.context[CTX_CIRCUITS] = desc.run_input
+    rec.context[CTX_COUNTS] = LazySeq(len(exps), lambda i: _counts_or_none(result, i))
+
+
+def _counts_or_none(result: Any, i: int) -> dict[str, int] | None:
+    try:
+        return dict(result.get_counts(i))
+    except Exception:  # noqa: BLE001 - an experiment without counts
+        return None
+
+
+def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
+    import numpy as np
+
+    pubs = [p for p in desc.pubs if p is not None]
+    index: list[tuple[int, tuple[int, ...]]] = []
+    shots = 0
+    shots_known = True
+    exec_s: float | None = None
+    for i, pr in enumerate(result):
+        md = getattr(pr, "metadata", None) or {}
+        shape = tuple(getattr(pr.data, "shape", ()) or ())
+        size = math.prod(shape) if shape else 1
+        if desc.operation == "sampler":
+            per = md.get("shots")
+            if per is None:
+                per = _bitarray_shots(pr.data)
+            if per is None:
+                shots_known = False
+            else:
+                shots += int(per) * size
+            index.extend((i, idx) for idx in np.ndindex(*shape)) if shape else index.append((i, ()))
+        else:
+            n = max(int(pubs[i].parameter_values.size), 1) if i < len(pubs) else 1
+            per = md.get("shots")
+            if per is not None:
+                shots += int(per) * n
+            elif md.get("target_precision") == 0 or (desc.provider == "qiskit" and desc.backend == "statevector"):
+                pass  # evaluated exactly: no shots
+            else:
+                shots_known = False
+        sim = md.get("simulator_metadata")
+        if isinstance(sim, dict) and isinstance(sim.get("time_taken_execute"), (int, float)):
+            exec_s = max(exec_s or 0.0, float(sim["time_taken_execute"]))
+    rec.shots = shots if shots_known else None
+    if exec_s is not None:
+        rec.execution_s = exec_s
+    if desc.operation == "sampler":
+        rec.context[CTX_COUNTS] = LazySeq(len(index), lambda k: _pub_counts(result, index[k]))
+        rec.context[CTX_CIRCUITS] = LazySeq(len(index), lambda k: _bound_circuit(pubs, index[k]))
+
+
+def _bitarray_shots(data: Any) -> int | None:
+    for value in getattr(data, "values", lambda: [])():
+        n = getattr(value, "num_shots", None)
+        if isinstance(n, int):
+            return n
+    return None
+
+
+def _pub_counts(result: Any, where: tuple[int, tuple[int, ...]]) -> dict[str, int] | None:
+    i, idx = where
+    try:
+        joined = result[i].join_data()
+        return dict(joined.get_counts(loc=idx) if idx else joined.get_counts())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _bound_circuit(pubs: list[Any], where: tuple[int, tuple[int, ...]]) -> Any:
+    i, idx = where
+    pub = pubs[i]
+    if pub.circuit.num_parameters == 0:
+        return pub.circuit
+    return pub.parameter_values.bind(pub.circuit, idx if idx else ())
+
+
+# --- polling finisher (jobs without a future: IBM runtime service jobs, others) ----------------
+class _Poller:
+    def __init__(self) -> None:
+        self._items: list[_Tracker] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, tracker: _Tracker) -> None:
+        with self._lock:
+            self._items.append(tracker)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="qobs-qiskit-jobs", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        delay = 1.0
+        while True:
+            self._wake.wait(delay)
+            with self._lock:
+                items = list(self._items)
+            if not items:
+                delay = 1.0
+                continue
+            for t in items:
+                with contained(COMPONENT):
+                    keep = t.gen == _state.generation and not t.done.is_set()
+                    if keep:
+                        status = _final_status(t.job)
+                        if status is not None:
+                            _settle(t, status)
+                            keep = False
+                    if not keep:
+                        with self._lock:
+                            if t in self._items:
+                                self._items.remove(t)
+            delay = min(delay * 1.5, 30.0)
+
+
+_the_poller: _Poller | None = None
+
+
+def _poller() -> _Poller:
+    global _the_poller
+    if _the_poller is None:
+        _the_poller = _Poller()
+    return _the_poller
+
+
+# --- transpilation -----------------------------------------------------------------------------
+def _make_transpile(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def transpile(circuits: Any, *args: Any, **kwargs: Any) -> Any:
+        if _tls.depth:
+            return orig(circuits, *args, **kwargs)
+        backend = kwargs.get("backend", args[0] if args else None)
+        return _timed_transpile(orig, (circuits, *args), kwargs, circuits, backend)
+
+    return transpile
+
+
+def _make_passmanager_run(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Only compilation pipelines: qiskit runs small PassManagers internally (gate.control, ...).
+        if _tls.depth or not (isinstance(self, _staged()) or hasattr(self, "_qobs_backend")):
+            return orig(self, *args, **kwargs)
+        circuits = args[0] if args else kwargs.get("circuits", kwargs.get("in_programs"))
+        return _timed_transpile(orig, (self, *args), kwargs, circuits, getattr(self, "_qobs_backend", None))
+
+    return run
+
+
+@functools.cache
+def _staged() -> type:
+    from qiskit.transpiler import StagedPassManager
+
+    return StagedPassManager
+
+
+def _make_generate_pm(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def generate_preset_pass_manager(*args: Any, **kwargs: Any) -> Any:
+        pm = orig(*args, **kwargs)
+        with contained(COMPONENT):
+            backend = kwargs.get("backend")
+            if backend is None and len(args) > 1 and hasattr(args[1], "run"):
+                backend = args[1]
+            if backend is not None:
+                pm._qobs_backend = _backend_name(backend)
+        return pm
+
+    return generate_preset_pass_manager
+
+
+def _timed_transpile(orig: Callable[..., Any], args: tuple, kwargs: dict[str, Any], circuits: Any,
+                     backend: Any) -> Any:
+    t0, t0_ns = time.perf_counter(), time.time_ns()
+    _tls.depth += 1
+    try:
+        out = orig(*args, **kwargs)
+    finally:
+        _tls.depth -= 1
+    dt = time.perf_counter() - t0
+    with contained(COMPONENT):
+        _record_transpile(circuits, out, dt, backend, t0_ns)
+    return out
+
+
+def _record_transpile(circuits: Any, out: Any, dt: float, backend: Any, t0_ns: int) -> None:
+    from qiskit import QuantumCircuit
+
+    ins = [circuits] if isinstance(circuits, QuantumCircuit) else list(circuits or [])
+    outs = [out] if isinstance(out, QuantumCircuit) else list(out) if isinstance(out, list) else []
+    if not outs or not all(isinstance(c, QuantumCircuit) for c in ins + outs) or len(ins) != len(outs):
+        return
+    name = backend if isinstance(backend, str) else _backend_name(backend) if backend is not None else "none"
+    from qobs.metrics import instruments
+
+    instruments()["qobs_transpile_duration_seconds"].child(name).observe(dt)
+    share = dt / len(outs)
+    before = [stats_of(c) for c in ins]
+    with _state.lock:
+        for c, b in zip(outs, before, strict=True):
+            _state.transpiled[id(c)] = (weakref.ref(c), b.depth, b.two_qubit_gates, share)
+        while len(_state.transpiled) > _IDENT_MAX:
+            _state.transpiled.pop(next(iter(_state.transpiled)))
+    after = [stats_of(c) for c in outs]
+    tracer = telemetry.tracer()
+    span = tracer.start_span(Span.TRANSPILE, start_time=t0_ns, attributes={
+        Attr.OPERATION: "transpile", Attr.BACKEND: name, Attr.CIRCUITS: len(outs),
+        Attr.DEPTH_BEFORE: max(s.depth for s in before), Attr.DEPTH: max(s.depth for s in after),
+        TWO_Q_BEFORE: max(s.two_qubit_gates for s in before),
+        Attr.TWO_QUBIT_GATES: max(s.two_qubit_gates for s in after),
+        Attr.WIDTH: max(s.width for s in after), Attr.TRANSPILE_S: dt})
+    span.end(end_time=t0_ns + int(dt * 1e9))
