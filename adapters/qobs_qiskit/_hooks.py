@@ -6,13 +6,16 @@ exceptions reach the user unchanged and its return values are the SDK's own obje
 
 from __future__ import annotations
 
+import atexit
+import contextvars
 import copy
 import functools
+import heapq
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from datetime import datetime
 from typing import Any
@@ -45,8 +48,14 @@ _RESULT_WAIT_S = 5.0
 
 
 class _TLS(threading.local):
-    depth = 0              # > 0 while inside an observed job/transpile on this thread
+    """Per-thread scope. qobs's own threads (named ``qobs-*``: simulated QPU workers, probes'
+    helpers) start inside the scope: what they run for a job already observed is not a new job."""
+
     current: Any = None    # the tracker of the job being submitted on this thread
+
+    def __init__(self) -> None:
+        # > 0 while inside an observed job/transpile on this thread
+        self.depth = 1 if threading.current_thread().name.startswith("qobs-") else 0
 
 
 _tls = _TLS()
@@ -194,6 +203,9 @@ class _Desc:
 
 
 def _provider_of(backend: Any) -> str:
+    named = getattr(type(backend), "provider_name", None)
+    if isinstance(named, str) and named:
+        return named
     mod = type(backend).__module__
     if mod.startswith("qiskit_aer"):
         return "aer"
@@ -212,6 +224,9 @@ def _backend_name(backend: Any) -> str:
 
 
 def _simulator(backend: Any, provider: str) -> bool | None:
+    flag = getattr(backend, "simulator", None)
+    if isinstance(flag, bool):
+        return flag
     mod = type(backend).__module__
     if provider in ("aer", "qiskit") or "fake_provider" in mod:
         return True
@@ -422,7 +437,7 @@ def _transpile_share(circ: Any) -> float | None:
 class _Tracker:
     """An observed job until its outcome is recorded (exactly once, whoever gets there first)."""
 
-    __slots__ = ("_claim", "desc", "done", "gen", "handle", "job", "t_end", "t_run")
+    __slots__ = ("_claim", "ctx", "desc", "done", "gen", "handle", "job", "t_end", "t_run")
 
     def __init__(self, handle: JobHandle, desc: _Desc) -> None:
         self.handle, self.desc = handle, desc
@@ -432,6 +447,8 @@ class _Tracker:
         self.gen = _state.generation
         self.t_run: float | None = None
         self.t_end: float | None = None
+        # Listeners run in the submitter's context (contextvars), whichever thread records the job.
+        self.ctx = contextvars.copy_context()
 
     def take(self) -> bool:
         try:
@@ -679,14 +696,17 @@ def _settle(tracker: _Tracker, status: str) -> None:
     """Record a job whose final status is known but whose result we have not seen (poller, sync jobs)."""
     if not tracker.take():
         return
+    job = tracker.job
+    if _pending.get(id(job)) is tracker:
+        _pending.pop(id(job), None)  # our own result() call below must not wait for ourselves
     try:
         result = exc = None
-        if status == "ok":
+        if status != "cancelled":
             try:
-                result = tracker.job.result()
-            except Exception as e:  # noqa: BLE001
+                result = job.result()
+            except Exception as e:  # noqa: BLE001 - the job's failure, recorded as its error type
                 exc = e
-        _finish(tracker, result=result, error=exc, cancelled=status == "cancelled",
+        _finish(tracker, result=result if exc is None else None, error=exc, cancelled=status == "cancelled",
                 failed=status == "error")
     finally:
         _release(tracker)
@@ -751,8 +771,15 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
             if fut.done():
                 tracker.done.wait(_RESULT_WAIT_S)  # the done-callback records it
             return
-        if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
-            return  # not an outcome: the job goes on
+        status = _final_status(tracker.job)
+        if status is None:
+            return  # a timeout or a transient failure: the job goes on
+        if tracker.take():
+            try:
+                _finish(tracker, error=exc, cancelled=status == "cancelled")
+            finally:
+                _release(tracker)
+        return
     if tracker.take():
         try:
             _finish(tracker, result=out, error=exc)
@@ -784,7 +811,10 @@ def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | Non
         if rec.duration_s is None and tracker.t_end is not None:
             rec.duration_s = tracker.t_end - h.t0
     finally:
-        telemetry.finish_job(h)
+        try:
+            tracker.ctx.run(telemetry.finish_job, h)
+        except RuntimeError:  # the context is entered already (cannot happen twice for one job)
+            telemetry.finish_job(h)
 
 
 def _read_job(rec: Any, tracker: _Tracker) -> None:
@@ -792,12 +822,12 @@ def _read_job(rec: Any, tracker: _Tracker) -> None:
     jid = getattr(job, "job_id", None)
     jid = jid() if callable(jid) else jid
     rec.job_id = str(jid) if jid else None
-    sid = getattr(job, "session_id", None) if type(job).__module__.startswith("qiskit_ibm_runtime") else None
+    sid = getattr(job, "session_id", None)
     if isinstance(sid, str) and sid:
         rec.session_id = sid
     measured = tracker.t_end - tracker.t_run if tracker.t_run is not None and tracker.t_end is not None else None
     metrics_fn = getattr(job, "metrics", None)
-    if callable(metrics_fn) and type(job).__module__.startswith("qiskit_ibm_runtime"):
+    if callable(metrics_fn):  # IBM runtime style (and simulated QPUs that mimic it)
         m = metrics_fn()
         rec.context[CTX_METRICS] = m
         ts = (m or {}).get("timestamps") or {}
@@ -821,16 +851,22 @@ def _ts(value: Any) -> float | None:
         return None
 
 
-class LazySeq(Sequence):
-    """A read-only sequence whose items are computed on first access (counts, bound circuits)."""
+class LazySeq(list):
+    """A read-only list whose items are computed on first access (counts, bound circuits).
 
-    __slots__ = ("_cache", "_fn", "_n")
+    A ``list`` subclass so that listeners testing ``isinstance(x, (list, tuple))`` accept it;
+    indexing, ``len``, truth and iteration work, other list operations see an empty list.
+    """
 
     def __init__(self, n: int, fn: Callable[[int], Any]) -> None:
+        super().__init__()
         self._n, self._fn, self._cache = n, fn, {}
 
     def __len__(self) -> int:
         return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -845,6 +881,11 @@ class LazySeq(Sequence):
 
     def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in range(self._n))
+
+    def __repr__(self) -> str:
+        return f"LazySeq({self._n})"
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _read_backend_result(rec: Any, desc: _Desc, result: Any) -> None:
@@ -942,41 +983,63 @@ def _bound_circuit(pubs: list[Any], where: tuple[int, tuple[int, ...]]) -> Any:
 
 # --- polling finisher (jobs without a future: IBM runtime service jobs, others) ----------------
 class _Poller:
+    """Finishes jobs that have no future to hook: polls ``status()`` with a per-job backoff
+    (local jobs from 20 ms up to 2 s; IBM runtime jobs, one request per poll, from 1 s up to 30 s)."""
+
     def __init__(self) -> None:
-        self._items: list[_Tracker] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._heap: list[tuple[float, int, float, _Tracker]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
         self._thread: threading.Thread | None = None
 
     def add(self, tracker: _Tracker) -> None:
-        with self._lock:
-            self._items.append(tracker)
+        remote = type(tracker.job).__module__.startswith("qiskit_ibm_runtime")
+        first = 1.0 if remote else 0.02
+        with self._cond:
+            self._push(time.monotonic() + first, first, tracker)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="qobs-qiskit-jobs", daemon=True)
                 self._thread.start()
+            self._cond.notify()
+
+    def _push(self, at: float, interval: float, tracker: _Tracker) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, interval, tracker))
 
     def _loop(self) -> None:
-        delay = 1.0
         while True:
-            self._wake.wait(delay)
-            with self._lock:
-                items = list(self._items)
-            if not items:
-                delay = 1.0
-                continue
-            for t in items:
-                with contained(COMPONENT):
-                    keep = t.gen == _state.generation and not t.done.is_set()
-                    if keep:
-                        status = _final_status(t.job)
-                        if status is not None:
-                            _settle(t, status)
-                            keep = False
-                    if not keep:
-                        with self._lock:
-                            if t in self._items:
-                                self._items.remove(t)
-            delay = min(delay * 1.5, 30.0)
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _, interval, t = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            with contained(COMPONENT):
+                if t.gen != _state.generation or t.done.is_set():
+                    continue
+                status = _final_status(t.job)
+                if status is not None:
+                    _settle(t, status)
+                    continue
+                cap = 30.0 if type(t.job).__module__.startswith("qiskit_ibm_runtime") else 2.0
+                interval = min(interval * 1.5, cap)
+                with self._cond:
+                    self._push(time.monotonic() + interval, interval, t)
+
+    def drain(self) -> None:
+        """At exit: record the local jobs that ended but were never polled since (no network calls)."""
+        with self._cond:
+            items = [e[3] for e in self._heap]
+        for t in items:
+            with contained(COMPONENT):
+                if t.gen == _state.generation and not t.done.is_set() and \
+                        not type(t.job).__module__.startswith("qiskit_ibm_runtime"):
+                    status = _final_status(t.job)
+                    if status is not None:
+                        _settle(t, status)
 
 
 _the_poller: _Poller | None = None
@@ -986,6 +1049,7 @@ def _poller() -> _Poller:
     global _the_poller
     if _the_poller is None:
         _the_poller = _Poller()
+        atexit.register(_the_poller.drain)  # runs before the runtime's own exit hook (LIFO)
     return _the_poller
 
 
