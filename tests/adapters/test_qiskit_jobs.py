@@ -1,0 +1,323 @@
+"""Qiskit jobs observed through the adapter, every figure checked against ground truth computed here.
+
+Real Aer, reference primitives, BackendSamplerV2/EstimatorV2, Aer primitives and the IBM runtime's
+local fake-backend mode. Metric reads are deltas: the registry is process-global.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import qobs
+
+pytest.importorskip("qiskit_aer")
+
+from qiskit import QuantumCircuit, transpile  # noqa: E402
+from qiskit.circuit import ParameterVector  # noqa: E402
+from qiskit.primitives import (  # noqa: E402
+    BackendEstimatorV2,
+    BackendSamplerV2,
+    StatevectorEstimator,
+    StatevectorSampler,
+)
+from qiskit.quantum_info import SparsePauliOp  # noqa: E402
+from qiskit_aer import AerSimulator  # noqa: E402
+from qiskit_aer.primitives import EstimatorV2 as AerEstimator  # noqa: E402
+from qiskit_aer.primitives import SamplerV2 as AerSampler  # noqa: E402
+
+
+def total(name: str, **labels: str) -> float:
+    """Sum of a sample over every label set matching ``labels``."""
+    from prometheus_client import REGISTRY
+
+    out = 0.0
+    for fam in REGISTRY.collect():
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                out += s.value
+    return out
+
+
+def two_qubit(circ: QuantumCircuit) -> int:
+    """Ground truth for two-qubit gates, counted independently of the adapter's method."""
+    return sum(1 for inst in circ.data if len(inst.qubits) == 2 and inst.operation.name != "barrier")
+
+
+def ansatz(n: int = 3, layers: int = 2, measure: bool = True) -> QuantumCircuit:
+    p = ParameterVector("t", n * layers)
+    qc = QuantumCircuit(n)
+    for layer in range(layers):
+        for q in range(n):
+            qc.ry(p[layer * n + q], q)
+        for q in range(n - 1):
+            qc.cx(q, q + 1)
+    if measure:
+        qc.measure_all()
+    return qc
+
+
+def jobs_rows(store) -> list[sqlite3.Row]:
+    qobs.flush()
+    conn = sqlite3.connect(store)
+    conn.row_factory = sqlite3.Row
+    return conn.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+
+
+def aer() -> AerSimulator:
+    return AerSimulator(max_parallel_threads=1, seed_simulator=11)
+
+
+def test_backend_run_on_aer_records_jobs_shots_and_executed_shapes(qobs_run):
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    sim = AerSimulator.from_backend(FakeManilaV2(), max_parallel_threads=1, seed_simulator=3)
+    logical = [ansatz().assign_parameters(np.linspace(0.1, 0.6, 6) * k) for k in (1, 2)]
+    executed = transpile(logical, sim, seed_transpiler=5)
+    jobs0 = total("qobs_jobs_total", backend=sim.name, operation="backend_run", status="ok")
+    circ0 = total("qobs_circuits_total", backend=sim.name, operation="backend_run")
+    shots0 = total("qobs_shots_total", backend=sim.name)
+    depth0 = total("qobs_circuit_depth_sum", backend=sim.name)
+    n0 = total("qobs_circuit_depth_count", backend=sim.name)
+    twoq0 = total("qobs_circuit_two_qubit_gates_sum", backend=sim.name)
+    width0 = total("qobs_circuit_width_qubits_sum", backend=sim.name)
+
+    r1 = sim.run(executed, shots=300).result()
+    r2 = sim.run(executed[0], shots=77).result()
+
+    shots = sum(sum(r1.get_counts(i).values()) for i in range(2)) + sum(r2.get_counts().values())
+    ran = [*executed, executed[0]]
+    assert total("qobs_jobs_total", backend=sim.name, operation="backend_run", status="ok") - jobs0 == 2
+    assert total("qobs_circuits_total", backend=sim.name, operation="backend_run") - circ0 == 3
+    assert total("qobs_shots_total", backend=sim.name) - shots0 == shots == 677
+    assert total("qobs_circuit_depth_count", backend=sim.name) - n0 == 3
+    assert total("qobs_circuit_depth_sum", backend=sim.name) - depth0 == sum(c.depth() for c in ran)
+    assert total("qobs_circuit_two_qubit_gates_sum", backend=sim.name) - twoq0 == sum(two_qubit(c) for c in ran)
+    assert total("qobs_circuit_width_qubits_sum", backend=sim.name) - width0 == sum(c.num_qubits for c in ran)
+    rows = jobs_rows(qobs_run)
+    first = rows[0]
+    assert (first["circuits"], first["shots"], first["shots_requested"]) == (2, 600, 300)
+    assert first["depth"] == max(c.depth() for c in executed)
+    assert first["width"] == 5  # transpiled onto the 5-qubit device
+    assert first["two_qubit_gates"] == max(two_qubit(c) for c in executed)
+    assert first["depth_before"] == max(c.depth() for c in logical)
+    assert first["queue_s"] is None  # a local simulator has no queue: unknown, not zero
+    assert first["execution_s"] is not None and first["execution_s"] > 0
+    assert first["job_id"] == r1.job_id
+    assert first["provider"] == "aer" and first["status"] == "ok"
+
+
+@pytest.mark.parametrize("make", [StatevectorSampler, lambda: BackendSamplerV2(backend=aer()),
+                                  lambda: AerSampler(options={"backend_options": {"max_parallel_threads": 1}})],
+                         ids=["statevector", "backend_sampler", "aer_sampler"])
+def test_samplers_count_circuits_bindings_and_shots_from_results(qobs_run, make):
+    sampler = make()
+    qc = ansatz()
+    vals = np.random.default_rng(0).random((4, qc.num_parameters))
+    fixed = qc.assign_parameters(vals[0])
+    jobs0 = total("qobs_jobs_total", operation="sampler", status="ok")
+    circ0 = total("qobs_circuits_total", operation="sampler")
+    shots0 = total("qobs_shots_total")
+    depth_n0 = total("qobs_circuit_depth_count")
+    depth0 = total("qobs_circuit_depth_sum")
+
+    res = sampler.run([(qc, vals), fixed], shots=200).result()
+
+    shots = sum(sum(res[0].data.meas.get_counts(loc=i).values()) for i in range(4)) + \
+        sum(res[1].data.meas.get_counts().values())
+    assert total("qobs_jobs_total", operation="sampler", status="ok") - jobs0 == 1
+    assert total("qobs_circuits_total", operation="sampler") - circ0 == 5
+    assert total("qobs_shots_total") - shots0 == shots == 1000
+    assert total("qobs_circuit_depth_count") - depth_n0 == 5
+    assert total("qobs_circuit_depth_sum") - depth0 == 4 * qc.depth() + fixed.depth()
+    row = jobs_rows(qobs_run)[-1]
+    assert (row["operation"], row["circuits"], row["bindings"], row["shots"]) == ("sampler", 5, 5, 1000)
+    assert row["two_qubit_gates"] == two_qubit(qc) and row["width"] == 3
+    assert row["execution_s"] is not None
+
+
+def test_estimators_record_precision_and_shots_where_derivable(qobs_run, metric):
+    qc = ansatz(measure=False)
+    vals = np.random.default_rng(1).random((3, qc.num_parameters))
+    obs = SparsePauliOp.from_list([("ZZI", 1.0), ("IXX", 0.5)])
+    analytic0 = total("qobs_analytic_circuits_total")
+    StatevectorEstimator().run([(qc, obs, vals)]).result()
+    AerEstimator().run([(qc, obs, vals)]).result()
+    assert total("qobs_analytic_circuits_total") - analytic0 == 6  # evaluated exactly: zero shots
+    est = BackendEstimatorV2(backend=aer())
+    res = est.run([(qc, obs, vals)], precision=0.05).result()
+    rows = jobs_rows(qobs_run)
+    assert [r["operation"] for r in rows] == ["estimator"] * 3
+    assert [r["shots"] for r in rows[:2]] == [0, 0]
+    per_circuit = res[0].metadata["shots"]
+    assert per_circuit == int(np.ceil(1 / 0.05**2))
+    assert rows[2]["shots"] == per_circuit * 3 and rows[2]["circuits"] == 3
+    assert rows[2]["backend"] == "aer_simulator"
+
+
+def test_ibm_runtime_local_mode_is_one_job_with_metrics(qobs_run):
+    runtime = pytest.importorskip("qiskit_ibm_runtime")
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    fake = FakeManilaV2()
+    isa = transpile(ansatz().assign_parameters([0.3] * 6), fake, seed_transpiler=2)
+    all0 = total("qobs_jobs_total")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampler = runtime.SamplerV2(mode=fake)
+    job = sampler.run([isa, isa], shots=128)
+    res = job.result()
+    assert total("qobs_jobs_total") - all0 == 1  # the local service's BackendSamplerV2 and backend.run are inside it
+    row = jobs_rows(qobs_run)[-1]
+    assert (row["backend"], row["provider"], row["operation"]) == ("fake_manila", "ibm", "sampler")
+    assert row["shots"] == sum(sum(r.data.meas.get_counts().values()) for r in res) == 256
+    assert (row["depth"], row["width"], row["two_qubit_gates"]) == (isa.depth(), 5, two_qubit(isa))
+    assert row["job_id"] == job.job_id() and row["session_id"] == job.session_id
+    assert row["queue_s"] is not None  # from job.metrics() timestamps
+
+
+def make_failing_backend(exc: Exception):
+    """A BackendV2 subclass whose run raises, defined after instrument() (observed all the same)."""
+    from qiskit.providers import BackendV2, Options
+    from qiskit.transpiler import Target
+
+    class Failing(BackendV2):
+        calls = 0
+
+        def __init__(self) -> None:
+            super().__init__(name="failing_backend")
+            self._target = Target(num_qubits=3)
+
+        @property
+        def target(self):
+            return self._target
+
+        @property
+        def max_circuits(self):
+            return None
+
+        @classmethod
+        def _default_options(cls):
+            return Options(shots=100)
+
+        def run(self, run_input, **options):
+            type(self).calls += 1
+            raise exc
+
+    return Failing()
+
+
+def test_submission_error_and_error_while_running_are_told_apart(qobs_run, metric):
+    exc = ValueError("circuit does not fit")
+    backend = make_failing_backend(exc)
+    qc = ansatz().assign_parameters([0.1] * 6)
+    sub0 = metric("qobs_submission_errors_total", backend="failing_backend", provider="tests", reason="validation")
+    with pytest.raises(ValueError) as info:
+        backend.run(qc, shots=10)
+    assert info.value is exc and type(backend).calls == 1  # the user's exception, unchanged
+    assert metric("qobs_submission_errors_total", backend="failing_backend", provider="tests",
+                  reason="validation") - sub0 == 1
+    # The same backend under BackendSamplerV2: the failure happens inside the job, while running.
+    err0 = metric("qobs_jobs_total", backend="failing_backend", provider="tests", operation="sampler", status="error")
+    job = BackendSamplerV2(backend=backend).run([qc])
+    with pytest.raises(ValueError) as info2:
+        job.result()
+    assert info2.value is exc
+    assert metric("qobs_jobs_total", backend="failing_backend", provider="tests", operation="sampler",
+                  status="error") - err0 == 1
+    rows = jobs_rows(qobs_run)
+    assert [(r["operation"], r["status"], r["error_type"], r["submission_reason"]) for r in rows] == [
+        ("backend_run", "error", "ValueError", "validation"), ("sampler", "error", "ValueError", None)]
+
+
+def test_cancelled_job_recorded_without_result_call(qobs_run, metric):
+    pool = ThreadPoolExecutor(max_workers=1)
+    gate = threading.Event()
+    pool.submit(gate.wait, 30)  # occupies the simulator's only worker
+    sim = AerSimulator(max_parallel_threads=1, executor=pool)
+    qc = ansatz().assign_parameters([0.2] * 6)
+    c0 = metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
+                status="cancelled")
+    ok0 = metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run", status="ok")
+    queued = sim.run(qc, shots=10)
+    later = sim.run(qc, shots=10)  # its result() is never called
+    assert queued.cancel()
+    gate.set()
+    assert metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
+                  status="cancelled") - c0 == 1
+    deadline = time.monotonic() + 30
+    while metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
+                 status="ok") - ok0 < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert later.status().name == "DONE"
+    assert metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
+                  status="ok") - ok0 == 1
+    pool.shutdown()
+
+
+def test_jobs_from_many_threads_keep_exact_counters(qobs_run):
+    sim = aer()
+    sampler = AerSampler(options={"backend_options": {"max_parallel_threads": 1}})
+    qc = ansatz().assign_parameters([0.4] * 6)
+    jobs0, shots0 = total("qobs_jobs_total"), total("qobs_shots_total")
+
+    def work(i: int) -> int:
+        if i % 2:
+            return sum(sim.run(qc, shots=10 + i).result().get_counts().values())
+        return sum(sampler.run([qc], shots=10 + i).result()[0].data.meas.get_counts().values())
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        shots = sum(ex.map(work, range(64)))
+    assert total("qobs_jobs_total") - jobs0 == 64
+    assert total("qobs_shots_total") - shots0 == shots == sum(10 + i for i in range(64))
+
+
+def test_results_are_bit_for_bit_identical_with_and_without_instrumentation(qobs_run):
+    from qobs import instrumentation
+
+    qc = ansatz()
+    vals = np.random.default_rng(5).random((5, qc.num_parameters))
+    bound = qc.assign_parameters(vals[0])
+
+    def workload():
+        sim = AerSimulator(max_parallel_threads=1, seed_simulator=1234)
+        counts = sim.run(transpile(bound, sim), shots=2048).result().get_counts()
+        sampler = AerSampler(seed=99, options={"backend_options": {"max_parallel_threads": 1}})
+        arrays = sampler.run([(qc, vals)], shots=512).result()[0].data.meas.array.copy()
+        evs = BackendEstimatorV2(backend=AerSimulator(max_parallel_threads=1, seed_simulator=7)).run(
+            [(qc.remove_final_measurements(inplace=False), SparsePauliOp("ZZZ"), vals)]).result()[0].data.evs
+        return counts, arrays, evs
+
+    jobs0 = total("qobs_jobs_total")
+    observed = workload()
+    assert total("qobs_jobs_total") - jobs0 == 3  # really instrumented
+    qobs.uninstrument()
+    assert instrumentation.patch_count() == 0
+    plain = workload()
+    assert total("qobs_jobs_total") - jobs0 == 3  # really plain
+    assert observed[0] == plain[0]
+    assert np.array_equal(observed[1], plain[1])
+    assert np.array_equal(observed[2], plain[2])
+
+
+def test_depth_is_computed_once_per_circuit_structure(qobs_run, monkeypatch):
+    calls = []
+    original = QuantumCircuit.depth
+
+    def counting(self, *a, **k):
+        calls.append(len(self.data))
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(QuantumCircuit, "depth", counting)
+    sampler = StatevectorSampler(seed=1)
+    qc = ansatz(n=2, layers=3)
+    for k in range(5):
+        sampler.run([qc.assign_parameters([0.1 * k] * qc.num_parameters)], shots=8).result()  # new objects
+        sampler.run([(qc, [0.2] * qc.num_parameters)], shots=8).result()  # same object
+    assert len(calls) == 1  # the bound copies share the parameterised circuit's structure
