@@ -24,8 +24,10 @@ def _fail(message: str) -> None:
 
 # Commands that live beside the feature they drive, loaded only when named (keeps start-up fast).
 LAZY_COMMANDS: dict[str, str] = {
+    "dashboards": "qobs.dashboards.cli:dashboards",
     "probe": "qobs.feature_cli:probe_command",
     "budgets": "qobs.feature_cli:budgets_command",
+    "qgan": "reference_qgan.cli:qgan",
 }
 
 
@@ -232,15 +234,27 @@ def contract(check: bool) -> None:
 
 
 @main.command()
-@click.option("--store", help="Run store path.")
-@click.option("--jobs", default=20, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--shots", default=1024, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--store", help="Run store path (default: $QOBS_STORE or ./.qobs/runs.db).")
+@click.option("--sdk", type=click.Choice(["qiskit", "pennylane"]), default="qiskit", show_default=True)
+@click.option("--backend", help="Qiskit: sim (default when installed), aer, statevector, fake_<name>; "
+              "PennyLane: a device name (default.qubit).")
+@click.option("--profile", type=click.Choice(["tiny", "fast", "demo", "standard", "full"]),
+              help="Epochs: tiny 20, demo 100, fast 150, standard 500, full 1000 (default: demo on the simulated "
+              "QPU, standard elsewhere).")
+@click.option("--epochs", type=click.IntRange(1, 100_000), help="Override the profile's epochs.")
 @click.option("--seed", default=7, show_default=True, type=int)
-def demo(store: str | None, jobs: int, shots: int, seed: int) -> None:
-    """Run the instrumented sample workload on the embedded store and summarise it."""
+@click.option("--shots", default="1024", show_default=True, help="Shots per circuit, or 'exact'.")
+def demo(store: str | None, sdk: str, backend: str | None, profile: str | None, epochs: int | None, seed: int,
+         shots: str) -> None:
+    """Train the reference QGAN, instrumented, on the embedded store and summarise the run."""
     from qobs import demo as demo_mod
 
-    demo_mod.run(store=store, jobs=jobs, shots=shots, seed=seed)
+    if shots != "exact" and not shots.isdigit():
+        raise QobsError(f"--shots must be a positive integer or 'exact', not {shots!r}")
+    code = demo_mod.run(store=store, sdk=sdk, backend=backend, profile=profile, seed=seed, shots=shots,
+                        epochs=epochs)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

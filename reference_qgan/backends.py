@@ -57,8 +57,11 @@ def _counts_to_probs(bitarray: Any, bins: int) -> np.ndarray:
 class QiskitSampler(GeneratorBackend):
     """Qiskit: Aer ``SamplerV2``, ``StatevectorSampler``, or any ``BackendV2`` through ``BackendSamplerV2``.
 
-    Exact mode (``shots=None``) uses ``StatevectorEstimator`` with the bins' projectors as observables:
-    one call returns every binding's exact distribution.
+    Any other ``BackendV2`` (qobs's simulated remote QPU, fake or real devices) gets one
+    ``backend.run`` job per step holding every bound circuit, read through ``get_counts`` (some
+    backends return no per-shot memory, which ``BackendSamplerV2`` needs). Exact mode
+    (``shots=None``) uses ``StatevectorEstimator`` with the bins' projectors as observables: one
+    call returns every binding's exact distribution.
     """
 
     sdk = "qiskit"
@@ -106,14 +109,13 @@ class QiskitSampler(GeneratorBackend):
             self._isa = self.circuit.decompose(reps=3) if a.gates and a.gates[0][0] == "prep" else self.circuit
             self.primitive = StatevectorSampler(seed=self._rng)  # a Generator: advances call to call
         else:
-            from qiskit.primitives import BackendSamplerV2
-
             obj = _qiskit_backend_object(backend, seed) if isinstance(backend, str) else backend
             self.name = getattr(obj, "name", type(obj).__name__)
             self.provider = getattr(obj, "provider_name", None) or "qiskit"
-            self.simulated_remote = bool(getattr(obj, "simulated", False)) or "sim" in type(obj).__module__
+            self.simulated_remote = type(obj).__module__.startswith("qobs.sim")
             self._isa = transpile(self.circuit, obj, optimization_level=1, seed_transpiler=seed)
-            self.primitive = BackendSamplerV2(backend=obj, options={"seed_simulator": seed})
+            self.backend_obj = obj
+            self.primitive = None  # BackendV2.run: one job holding every bound circuit, read by counts
 
     def distributions(self, params: np.ndarray) -> np.ndarray:
         self.calls += 1
@@ -121,11 +123,23 @@ class QiskitSampler(GeneratorBackend):
         if self.shots is None:
             res = self.primitive.run([(self._isa, self._observables, params)]).result()[0]
             return np.clip(np.asarray(res.data.evs, float).T, 0.0, None)  # (bins, B) -> (B, bins)
+        if self.primitive is None:
+            return self._run_backend(params, bins)
         self._advance_seed()
         res = self.primitive.run([(self._isa, params)], shots=self.shots).result()[0]
         data = res.data
         bitarray = getattr(data, "meas", None) or next(iter(data.values()))
         return _counts_to_probs(bitarray, bins)
+
+    def _run_backend(self, params: np.ndarray, bins: int) -> np.ndarray:
+        circuits = [self._isa.assign_parameters(row) for row in params]
+        result = self.backend_obj.run(circuits, shots=self.shots,
+                                      seed_simulator=int(self._rng.integers(2**31))).result()
+        out = np.zeros((len(circuits), bins))
+        for i in range(len(circuits)):
+            for key, n in result.get_counts(i).items():
+                out[i, int(key.replace(" ", ""), 2) % bins] += n
+        return out / out.sum(axis=1, keepdims=True)
 
     def _advance_seed(self) -> None:
         """New simulator seed per call, drawn from the run's seeded stream (same seed, same run)."""

@@ -27,7 +27,7 @@ from reference_qgan import ansatz as ans
 from reference_qgan import backends, checkpoint, metrics, targets
 from reference_qgan.discriminator import Adam, Discriminator
 
-PROFILES: dict[str, int] = {"tiny": 20, "fast": 150, "standard": 500, "full": 1000}
+PROFILES: dict[str, int] = {"tiny": 20, "fast": 150, "demo": 100, "standard": 500, "full": 1000}
 
 
 @dataclass
