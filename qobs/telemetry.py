@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from qobs import metrics as _metrics
 from qobs import runtime
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
@@ -144,13 +145,14 @@ def check_submit(request: SubmitRequest) -> SubmitDecision | None:
 
 def add_job_listener(fn: JobListener) -> None:
     """Run ``fn(record)`` for every finished job, before it is recorded (cost, budgets, fidelity)."""
+    global _listeners
     if fn not in _listeners:
-        _listeners.append(fn)
+        _listeners = [*_listeners, fn]  # copy-on-write: the hot path iterates without a lock
 
 
 def remove_job_listener(fn: JobListener) -> None:
-    if fn in _listeners:
-        _listeners.remove(fn)
+    global _listeners
+    _listeners = [f for f in _listeners if f is not fn]
 
 
 class JobHandle:
@@ -184,6 +186,8 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
             span = tracer.start_span(Span.job(operation, backend), context=parent,
                                      attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,
                                                  Attr.PROVIDER: provider})
+            if not span.is_recording():  # no provider, or sampled out: nothing to fill in later
+                span = None
     except Exception as exc:  # noqa: BLE001
         report_internal("tracing", exc)
     return JobHandle(record, span, t0)
@@ -197,15 +201,25 @@ def finish_job(handle: JobHandle) -> None:
     rec = handle.record
     if rec.duration_s is None:
         rec.duration_s = time.perf_counter() - handle.t0
-    for fn in tuple(_listeners):
-        with contained(f"listener:{getattr(fn, '__qualname__', fn)}"):
+    # Plain try/except rather than ``contained()``: this is the hot path, once per job.
+    for fn in _listeners:
+        try:
             fn(rec)
-    with contained("metrics"):
+        except Exception as exc:  # noqa: BLE001
+            report_internal(f"listener:{getattr(fn, '__qualname__', fn)}", exc)
+    try:
         _record_metrics(rec)
-    with contained("tracing"):
-        _end_span(handle)
-    with contained("store"):
+    except Exception as exc:  # noqa: BLE001
+        report_internal("metrics", exc)
+    if handle.span is not None:
+        try:
+            _end_span(handle)
+        except Exception as exc:  # noqa: BLE001
+            report_internal("tracing", exc)
+    try:
         _store_job(handle)
+    except Exception as exc:  # noqa: BLE001
+        report_internal("store", exc)
 
 
 def record_job(record: JobRecord) -> None:
@@ -215,9 +229,7 @@ def record_job(record: JobRecord) -> None:
 
 
 def _record_metrics(rec: JobRecord) -> None:
-    from qobs.metrics import instruments
-
-    m = instruments()
+    m = _metrics.instruments()
     b, p, op = rec.backend, rec.provider, rec.operation
     m["qobs_jobs_total"].child(b, p, op, rec.status).inc()
     if rec.submission_reason is not None:
