@@ -31,6 +31,16 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
+# One-line help for the lazy commands, so that `qobs --help` lists them without importing them.
+LAZY_HELP: dict[str, str] = {
+    "alerts": "SLOs as code: build and check Prometheus alert rules.",
+    "budgets": "Shot and money budgets: check files, show state.",
+    "dashboards": "Build the Grafana dashboards from the SLI contract.",
+    "probe": "Run the reference-circuit fidelity probe on a backend.",
+    "qgan": "The reference QGAN: train, and sample from checkpoints.",
+}
+
+
 class _Group(click.Group):
     """Turns QobsError (and any unexpected error) into one line and a non-zero exit.
 
@@ -39,6 +49,22 @@ class _Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *(LAZY_COMMANDS if self.name == "main" else ())})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.name != "main":
+            return super().format_commands(ctx, formatter)
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = super().get_command(ctx, name)
+            if cmd is not None:
+                if not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+            else:
+                rows.append((name, LAZY_HELP.get(name, "")))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+        return None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
