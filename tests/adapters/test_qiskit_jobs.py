@@ -19,18 +19,18 @@ import qobs
 
 pytest.importorskip("qiskit_aer")
 
-from qiskit import QuantumCircuit, transpile  # noqa: E402
-from qiskit.circuit import ParameterVector  # noqa: E402
-from qiskit.primitives import (  # noqa: E402
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import ParameterVector
+from qiskit.primitives import (
     BackendEstimatorV2,
     BackendSamplerV2,
     StatevectorEstimator,
     StatevectorSampler,
 )
-from qiskit.quantum_info import SparsePauliOp  # noqa: E402
-from qiskit_aer import AerSimulator  # noqa: E402
-from qiskit_aer.primitives import EstimatorV2 as AerEstimator  # noqa: E402
-from qiskit_aer.primitives import SamplerV2 as AerSampler  # noqa: E402
+from qiskit.quantum_info import SparsePauliOp
+from qiskit_aer import AerSimulator
+from qiskit_aer.primitives import EstimatorV2 as AerEstimator
+from qiskit_aer.primitives import SamplerV2 as AerSampler
 
 
 def total(name: str, **labels: str) -> float:
