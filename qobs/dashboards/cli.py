@@ -1,0 +1,21 @@
+"""``qobs dashboards``: write the Grafana dashboards generated from the contract."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def dashboards() -> None:
+    """Grafana dashboards generated from the SLI contract."""
+
+
+@dashboards.command("build")
+@click.option("-o", "--output", "outdir", default="dashboards", show_default=True,
+              type=click.Path(file_okay=False), help="Directory to write the dashboard JSON files into.")
+def build(outdir: str) -> None:
+    """Write the executive, on-call and debug dashboards (Grafana JSON, schemaVersion 41)."""
+    from qobs.dashboards import write
+
+    for path in write(outdir):
+        click.echo(str(path))

@@ -1,0 +1,62 @@
+"""Real instrumented traffic for the dashboard tests: Qiskit Aer jobs and training steps under ``qobs.instrument()``.
+
+Run as a subprocess with ``OTEL_METRICS_EXPORTER=prometheus OTEL_EXPORTER_PROMETHEUS_PORT=<port>``;
+prints ``ready`` once the first jobs are recorded, then keeps submitting until killed (or orphaned).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+
+def main() -> None:
+    import qobs
+    import qobs.training
+
+    qobs.instrument()
+    try:  # budget gauges (the budgets feature may be absent in an older tree: the test does not require them)
+        qobs.budget("dashboards-test", shots=10_000_000, usd=1000, period="rolling:1d")
+    except Exception as exc:  # noqa: BLE001
+        print(f"no budget: {exc!r}", file=sys.stderr)
+
+    from qiskit import QuantumCircuit, transpile
+    from qiskit.circuit import Parameter
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.primitives import SamplerV2
+
+    sim = AerSimulator(max_parallel_threads=1)
+    sampler = SamplerV2(options={"backend_options": {"max_parallel_threads": 1}})
+    theta = Parameter("theta")
+    ansatz = QuantumCircuit(3)
+    ansatz.ry(theta, 0)
+    ansatz.cx(0, 1)
+    ansatz.cx(1, 2)
+    ansatz.measure_all()
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    bell.measure_all()
+    bell_isa = transpile(bell, sim)
+
+    parent, step = os.getppid(), 0
+    while os.getppid() == parent:
+        with qobs.training.step(model="dash-qgan", step=step) as s:
+            with s.generator():
+                sampler.run([(ansatz, [[0.1 * step], [0.1 * step + 0.05]])], shots=256).result()
+            with s.discriminator():
+                sim.run(bell_isa, shots=128).result()
+            kl = 1.0 / (1 + step)
+            s.record(g_loss=0.7 + 0.1 * math.sin(step), d_loss=0.69, grad=[0.2, -0.1, 0.05],
+                     grad_std=[0.05, 0.05, 0.05], divergences={"kl": kl, "js": kl / 2},
+                     entropy=2.5, shot_noise=0.02, samples=256)
+        if step == 0:
+            print("ready", flush=True)
+        step += 1
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
