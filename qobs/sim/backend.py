@@ -37,8 +37,22 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_models: dict[float, tuple[Any, Any]] = {}
+_models_lock = threading.Lock()
+
+
 def _noisy(scale: float) -> tuple[Any, Any]:
-    """A FakeManilaV2 whose errors are scaled (capped at 0.5) and T1/T2 divided; its Aer simulator."""
+    """A FakeManilaV2 target with errors scaled (capped at 0.5) and T1/T2 divided, and its Aer simulator.
+
+    Shared by every SimulatedQPU (read-only once built)."""
+    with _models_lock:
+        m = _models.get(scale)
+        if m is None:
+            m = _models[scale] = _build_noisy(scale)
+        return m
+
+
+def _build_noisy(scale: float) -> tuple[Any, Any]:
     from qiskit_aer import AerSimulator
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
@@ -169,8 +183,6 @@ class SimulatedQPU(BackendV2):
         self.drift_every_s = drift_every_s
         self.drift_factor = drift_factor
         self.max_drift_steps = max_drift_steps
-        self.created_at = time.time()
-        self._credentials_from = self.created_at
         self._revoked = False
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
@@ -179,6 +191,8 @@ class SimulatedQPU(BackendV2):
         self._models: dict[int, tuple[Any, Any]] = {}
         self.drift_step = 0
         self._target, self._aer = self._model(0)
+        self.created_at = time.time()
+        self._credentials_from = self.created_at
         self.calibration_time = self.created_at - calibration_age_s
         self.calibration_history: list[tuple[float, int]] = [(self.calibration_time, 0)]
         self._queue: queue.Queue[SimJob] = queue.Queue()
@@ -294,6 +308,7 @@ class SimulatedQPU(BackendV2):
 
             circuits = transpile(circuits, backend=self, seed_transpiler=self.seed)
         shots = int(options.get("shots") or self.options.shots)
+        now = time.time()  # submitted once validated and transpiled
         with self._lock:
             self._submitted += 1
             n = self._submitted

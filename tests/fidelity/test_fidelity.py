@@ -1,0 +1,122 @@
+"""Fidelity probe: ideal distributions, seeded sampling, drift on the simulated QPU, the probe command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import qobs
+from qobs import fidelity, telemetry
+
+
+def _ghz():
+    return fidelity.reference_circuit()
+
+
+def test_ideal_distribution_maps_measured_qubits_to_clbits():
+    from qiskit import QuantumCircuit
+
+    assert fidelity.ideal_distribution(_ghz()) == pytest.approx({"000": 0.5, "111": 0.5})
+    qc = QuantumCircuit(3, 2)
+    qc.x(2)             # q2 = 1, q0 = q1 = 0
+    qc.measure(2, 0)    # clbit 0 <- q2 (rightmost character)
+    qc.measure(0, 1)
+    assert fidelity.ideal_distribution(qc) == pytest.approx({"01": 1.0})
+    mid = QuantumCircuit(1, 1)
+    mid.measure(0, 0)
+    mid.x(0)            # gate after a measurement: no ideal distribution
+    assert fidelity.ideal_distribution(mid) is None
+
+
+def test_hellinger_against_exact_counts():
+    assert fidelity.fidelity_of(_ghz(), {"000": 512, "111": 512}) == pytest.approx(1.0)
+    assert fidelity.fidelity_of(_ghz(), {"000": 1024}) == pytest.approx(0.5)  # (sqrt(.5*1))^2
+
+
+def test_sampling_is_deterministic_given_the_seed(qobs_run):
+    def decisions(seed: int) -> list[bool]:
+        qobs.configure(fidelity_sample=0.3, fidelity_seed=seed)
+        return [fidelity._sampled() for _ in range(50)]
+
+    a, b, c = decisions(1), decisions(1), decisions(2)
+    assert a == b and a != c and 5 < sum(a) < 25
+
+
+def _job_with_counts(backend: str, circuit, counts):
+    h = telemetry.start_job("backend_run", backend, "p", circuits=1, shots=sum(counts.values()))
+    h.record.context.update({telemetry.CTX_CIRCUITS: [circuit], telemetry.CTX_COUNTS: [counts]})
+    telemetry.finish_job(h)
+
+
+def test_listener_checks_sampled_jobs_off_thread(qobs_run, metric):
+    qobs.configure(fidelity_sample=1.0, fidelity_baseline_checks=2)
+    for _ in range(2):
+        _job_with_counts("dev_a", _ghz(), {"000": 500, "111": 500})
+    _job_with_counts("dev_a", _ghz(), {"000": 1000})  # fidelity 0.5: fails against baseline 1.0
+    fidelity.flush()
+    assert metric("qobs_fidelity_baseline", backend="dev_a") == pytest.approx(1.0)
+    assert metric("qobs_fidelity", backend="dev_a") == pytest.approx(0.5)
+    assert metric("qobs_fidelity_checks_total", backend="dev_a", result="fail") == 1
+    qobs.configure(fidelity_sample=0.0)
+    before = metric("qobs_fidelity_checks_total", backend="dev_b", result="pass")
+    _job_with_counts("dev_b", _ghz(), {"000": 500, "111": 500})
+    fidelity.flush()
+    assert metric("qobs_fidelity_checks_total", backend="dev_b", result="pass") == before
+
+
+def test_pinned_baseline(qobs_run, metric):
+    qobs.configure(fidelity_sample=1.0, fidelity_baseline=0.8)
+    _job_with_counts("dev_c", _ghz(), {"000": 700, "111": 300})  # 0.958...: pass
+    _job_with_counts("dev_c", _ghz(), {"000": 1000})              # 0.5 < 0.72: fail
+    fidelity.flush()
+    assert metric("qobs_fidelity_checks_total", backend="dev_c", result="pass") == 1
+    assert metric("qobs_fidelity_checks_total", backend="dev_c", result="fail") == 1
+
+
+def test_drift_lowers_fidelity_monotonically_and_fails_checks(qobs_run, metric):
+    from qobs.sim import SimulatedQPU
+
+    qobs.configure(fidelity_baseline_checks=2)
+    qpu = SimulatedQPU(seed=11)
+    results = {}
+    for step in (0, 0, 1, 2):  # errors x1 (twice: the baseline), x2, x4
+        qpu.set_drift(step)
+        results.setdefault(step, []).append(fidelity.probe(qpu, shots=4096, seed=3))
+    f1, f2, f4 = (results[s][-1].fidelity for s in (0, 1, 2))
+    assert f1 > f2 > f4
+    base = results[0][-1].check.baseline
+    assert base == pytest.approx((results[0][0].fidelity + f1) / 2)
+    for step, factor_f in ((1, f2), (2, f4)):
+        expected = "fail" if factor_f < 0.9 * base else "pass"
+        assert results[step][-1].check.result == expected
+    assert results[2][-1].check.result == "fail"
+    assert metric("qobs_fidelity_checks_total", backend="sim_manila", result="fail") >= 1
+    assert metric("qobs_fidelity", backend="sim_manila") == pytest.approx(f4)
+    qobs.flush()
+    conn = sqlite3.connect(qobs_run)
+    purposes = [r[0] for r in conn.execute("SELECT purpose FROM jobs WHERE backend = 'sim_manila'")]
+    assert purposes == ["probe"] * 4
+    recorded = [json.loads(d)["fidelity"] for (d,) in
+                conn.execute("SELECT data FROM events WHERE kind = 'fidelity_check' ORDER BY id")]
+    assert recorded[1:] == sorted(recorded[1:], reverse=True)
+
+
+def test_probe_command(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    store = tmp_path / "runs.db"
+    r = subprocess.run([sys.executable, "-m", "qobs.cli", "probe", "--backend", "sim_manila", "--count", "2",
+                        "--interval", "0", "--store", str(store)], capture_output=True, text=True, env=env,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("fidelity 0." in ln for ln in lines)
+    conn = sqlite3.connect(store)
+    assert conn.execute("SELECT COUNT(*), MIN(purpose), MIN(cost) FROM jobs").fetchone() == (2, "probe", "0.6120")
+    r = subprocess.run([sys.executable, "-m", "qobs.cli", "probe", "--backend", "nowhere"], capture_output=True,
+                       text=True, env={**env, "QOBS_STORE": str(store)}, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown backend" in r.stderr
