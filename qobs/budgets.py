@@ -378,7 +378,8 @@ def guard(request: Any) -> SubmitDecision | None:
     from qobs import cost
     from qobs.telemetry import record_event
 
-    shots = request.shots * max(request.circuits or 0, 1)
+    shots = request.shots  # total over the job's circuits (as adapters fill SubmitRequest)
+    per_circuit = shots // max(request.circuits or 0, 1)
     est: Decimal | None = None
     now = time.time()
     decision: SubmitDecision | None = None
@@ -391,14 +392,14 @@ def guard(request: Any) -> SubmitDecision | None:
             over.append(f"{shots} shots")
         if b.usd is not None:
             if est is None:
-                e = cost.estimate(request.circuits or 1, request.shots, request.backend_obj or request.backend,
+                e = cost.estimate(request.circuits or 1, per_circuit, request.backend_obj or request.backend,
                                   request.provider)
                 est = e.amount if e.amount is not None else Decimal(0)
             if used_usd + est > b.usd:
                 over.append(f"an estimated {est} USD")
         if not over:
             continue
-        what = (f"{request.operation} job of {request.circuits} circuit(s) x {request.shots} shots on "
+        what = (f"{request.operation} job of {request.circuits} circuit(s) x {per_circuit} shots on "
                 f"{request.backend} ({' and '.join(over)})")
         left = _describe_left(b, used_shots, used_usd)
         period = b.period_key(now)

@@ -34,8 +34,8 @@ class RecordingBackend:
 
 def submit(backend: RecordingBackend, circuits: int, shots: int) -> telemetry.JobRecord:
     """What an adapter does: ask the guards, then submit, then record the finished job."""
-    decision = telemetry.check_submit(telemetry.SubmitRequest("backend_run", backend.name, "qobs.sim", shots,
-                                                              circuits, backend_obj=backend))
+    decision = telemetry.check_submit(telemetry.SubmitRequest("backend_run", backend.name, "qobs.sim",
+                                                              circuits * shots, circuits, backend_obj=backend))
     target = decision.fallback if decision is not None else backend
     target.run(circuits, shots)
     h = telemetry.start_job("backend_run", target.name, "qobs.sim", circuits=circuits, shots=circuits * shots)
