@@ -1,5 +1,9 @@
 """Real instrumented traffic for the dashboard tests: Qiskit Aer jobs and training steps under ``qobs.instrument()``.
 
+Every fourth step also submits two bad jobs (unbound parameters): ``backend.run`` fails at result (a job
+error), ``SamplerV2.run`` is refused at submission (a validation submission error), so the error panels
+see real failures.
+
 Run as a subprocess with ``OTEL_METRICS_EXPORTER=prometheus OTEL_EXPORTER_PROMETHEUS_PORT=<port>``;
 prints ``ready`` once the first jobs are recorded, then keeps submitting until killed (or orphaned).
 """
@@ -40,6 +44,9 @@ def main() -> None:
     bell.cx(0, 1)
     bell.measure_all()
     bell_isa = transpile(bell, sim)
+    unbound = QuantumCircuit(1)
+    unbound.rx(Parameter("free"), 0)
+    unbound.measure_all()
 
     parent, step = os.getppid(), 0
     while os.getppid() == parent:
@@ -52,6 +59,12 @@ def main() -> None:
             s.record(g_loss=0.7 + 0.1 * math.sin(step), d_loss=0.69, grad=[0.2, -0.1, 0.05],
                      grad_std=[0.05, 0.05, 0.05], divergences={"kl": kl, "js": kl / 2},
                      entropy=2.5, shot_noise=0.02, samples=256)
+        if step % 4 == 0:
+            for bad in (lambda: sim.run(unbound, shots=8).result(), lambda: sampler.run([unbound], shots=8).result()):
+                try:
+                    bad()
+                except Exception:  # noqa: BLE001 - the failure is the point
+                    pass
         if step == 0:
             print("ready", flush=True)
         step += 1
