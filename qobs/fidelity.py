@@ -42,6 +42,7 @@ class Check:
 
 _ideal_cache: OrderedDict[Any, dict[str, float] | None] = OrderedDict()
 _ideal_lock = threading.Lock()
+_gates: dict[str, Any] | None = None
 
 
 def _circuit_key(circuit: Any) -> Any:
@@ -82,8 +83,9 @@ def _compute_ideal(key: Any) -> dict[str, float] | None:
     from qiskit.circuit.library import get_standard_gate_name_mapping
     from qiskit.quantum_info import Statevector
 
+    global _gates
     nq, nc, ops = key
-    gates = get_standard_gate_name_mapping()
+    gates = _gates = _gates or get_standard_gate_name_mapping()
     qc = QuantumCircuit(nq)
     measured: dict[int, int] = {}  # clbit -> qubit
     done: set[int] = set()
