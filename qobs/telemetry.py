@@ -80,7 +80,10 @@ CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()
 
 @dataclass(slots=True)
 class SubmitRequest:
-    """A job about to be submitted, shown to submit guards (budgets) before anything is sent."""
+    """A job about to be submitted, shown to submit guards (budgets) before anything is sent.
+
+    ``shots`` is the job's total over all its circuits (per-circuit shots x circuits).
+    """
 
     operation: str
     backend: str
