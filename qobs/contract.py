@@ -216,6 +216,9 @@ class Attr:
     COST_SOURCE = "qobs.cost.source"
     COST_REASON = "qobs.cost.reason"
     SUBMISSION_REASON = "qobs.submission.reason"
+    ANALYTIC = "quantum.request.analytic"
+    REROUTED_FROM = "qobs.submission.rerouted_from"
+    REROUTE_REASON = "qobs.submission.reroute_reason"
     RUN_ID = "qobs.run.id"
     MODEL = "qobs.model.name"
     STEP = "qobs.training.step"
@@ -249,6 +252,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(Attr.COST_SOURCE, "string", "catalog, provider or estimate."),
     Attribute(Attr.COST_REASON, "string", "Why a job cost zero or is unpriced (failed, cancelled, refused, no price)."),
     Attribute(Attr.SUBMISSION_REASON, "string", "Why a submission was refused."),
+    Attribute(Attr.ANALYTIC, "boolean", "True when every circuit of the job was evaluated analytically (no shots)."),
+    Attribute(Attr.REROUTED_FROM, "string", "Backend a guard rerouted the job away from (it ran on the fallback)."),
+    Attribute(Attr.REROUTE_REASON, "string", "Why the job was rerouted (the guard's reason)."),
     Attribute(Attr.RUN_ID, "string", "qobs run id (joins spans to the run store)."),
     Attribute(Attr.MODEL, "string", "Model name of a training loop."),
     Attribute(Attr.STEP, "int", "Training step number."),
