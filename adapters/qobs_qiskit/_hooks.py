@@ -15,6 +15,7 @@ import math
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from datetime import datetime
@@ -373,6 +374,8 @@ def _parent(circuits: list[Any]) -> Any:
     """The OTel context to parent the job span on: the active span, else a circuit's traceparent."""
     from opentelemetry import trace
 
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None  # no tracing: nothing to parent
     if trace.get_current_span().get_span_context().is_valid:
         return None
     for c in circuits:
@@ -437,7 +440,7 @@ def _transpile_share(circ: Any) -> float | None:
 class _Tracker:
     """An observed job until its outcome is recorded (exactly once, whoever gets there first)."""
 
-    __slots__ = ("_claim", "ctx", "desc", "done", "gen", "handle", "job", "t_end", "t_run")
+    __slots__ = ("_claim", "ctx", "desc", "done", "gen", "handle", "job", "t_done", "t_end", "t_run")
 
     def __init__(self, handle: JobHandle, desc: _Desc) -> None:
         self.handle, self.desc = handle, desc
@@ -447,6 +450,7 @@ class _Tracker:
         self.gen = _state.generation
         self.t_run: float | None = None
         self.t_end: float | None = None
+        self.t_done: float | None = None  # when the job's future completed
         # Listeners run in the submitter's context (contextvars), whichever thread records the job.
         self.ctx = contextvars.copy_context()
 
@@ -719,18 +723,73 @@ def _release(tracker: _Tracker) -> None:
 
 
 def _on_future_done(tracker: _Tracker, fut: Future) -> None:
-    with contained(COMPONENT):
-        if tracker.gen != _state.generation or not tracker.take():
-            return
-        try:
-            if fut.cancelled():
-                _finish(tracker, cancelled=True)
-            elif fut.exception() is not None:
-                _finish(tracker, error=fut.exception())
-            else:
-                _finish(tracker, result=fut.result())
-        finally:
-            _release(tracker)
+    """The job's future completed. A cancellation is recorded now (``cancel()`` runs this inline); an
+    outcome is left to the user's ``result()`` call, and recorded by the finisher thread after a short
+    grace when nobody asks: recording here, on the SDK's worker thread, would make the user's
+    ``result()`` wait for it (a thread hand-off that costs milliseconds on a busy machine)."""
+    tracker.t_done = time.perf_counter()
+    if fut.cancelled():
+        with contained(COMPONENT):
+            _from_future(tracker, fut)
+        return
+    _finisher().defer(tracker)
+
+
+def _from_future(tracker: _Tracker, fut: Future) -> None:
+    if tracker.gen != _state.generation or not tracker.take():
+        return
+    try:
+        if fut.cancelled():
+            _finish(tracker, cancelled=True)
+        elif fut.exception() is not None:
+            _finish(tracker, error=fut.exception())
+        else:
+            _finish(tracker, result=fut.result())
+    finally:
+        _release(tracker)
+
+
+class _Finisher:
+    """Records completed jobs whose ``result()`` was not called within ``GRACE_S``."""
+
+    GRACE_S = 0.1
+
+    def __init__(self) -> None:
+        self._q: deque[_Tracker] = deque()
+        self._thread = threading.Thread(target=self._loop, name="qobs-qiskit-finisher", daemon=True)
+        self._thread.start()
+
+    def defer(self, tracker: _Tracker) -> None:
+        self._q.append(tracker)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.GRACE_S)
+            self.run_due(time.perf_counter() - self.GRACE_S)
+
+    def run_due(self, before: float) -> None:
+        q = self._q
+        while q and (q[0].t_done or 0.0) <= before:
+            t = q.popleft()
+            if not t.done.is_set():
+                with contained(COMPONENT):
+                    fut = getattr(t.job, "_future", None)
+                    if isinstance(fut, Future):
+                        _from_future(t, fut)
+
+
+_the_finisher: _Finisher | None = None
+_finisher_lock = threading.Lock()
+
+
+def _finisher() -> _Finisher:
+    global _the_finisher
+    if _the_finisher is None:
+        with _finisher_lock:
+            if _the_finisher is None:
+                _the_finisher = _Finisher()
+                atexit.register(lambda: _the_finisher.run_due(float("inf")))  # before the runtime's exit hook
+    return _the_finisher
 
 
 def _ensure_result_hook(cls: type) -> None:
@@ -769,7 +828,8 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
     if exc is not None:
         if isinstance(fut, Future):
             if fut.done():
-                tracker.done.wait(_RESULT_WAIT_S)  # the done-callback records it
+                _from_future(tracker, fut)
+                tracker.done.wait(_RESULT_WAIT_S)  # if the finisher got there first
             return
         status = _final_status(tracker.job)
         if status is None:
@@ -808,8 +868,9 @@ def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | Non
                     _read_primitive_result(rec, desc, result)
         with contained(COMPONENT):
             _read_job(rec, tracker)
-        if rec.duration_s is None and tracker.t_end is not None:
-            rec.duration_s = tracker.t_end - h.t0
+        end = tracker.t_done if tracker.t_done is not None else tracker.t_end
+        if rec.duration_s is None and end is not None:
+            rec.duration_s = end - h.t0
     finally:
         try:
             tracker.ctx.run(telemetry.finish_job, h)

@@ -80,7 +80,7 @@ def test_fallback_reroutes_backend_run_and_backend_sampler(qobs_run, guard):
     res2 = BackendSamplerV2(backend=sim).run([qc], shots=40).result()
     assert sum(res2[0].data.meas.get_counts().values()) == 40
     jobs = rows(qobs_run)
-    assert [(j["backend"], j["provider"], j["operation"], j["shots"]) for j in jobs] == [
+    assert sorted((j["backend"], j["provider"], j["operation"], j["shots"]) for j in jobs) == [
         ("basic_simulator", "qiskit", "backend_run", 50), ("basic_simulator", "qiskit", "sampler", 40)]
     for j in jobs:
         attrs = json.loads(j["attrs"])

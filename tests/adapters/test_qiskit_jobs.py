@@ -237,10 +237,11 @@ def test_submission_error_and_error_while_running_are_told_apart(qobs_run, metri
 
 
 def test_cancelled_job_recorded_without_result_call(qobs_run, metric):
-    pool = ThreadPoolExecutor(max_workers=1)
+    from qiskit_aer.jobs import utils as aer_jobs
+
     gate = threading.Event()
-    pool.submit(gate.wait, 30)  # occupies the simulator's only worker
-    sim = AerSimulator(max_parallel_threads=1, executor=pool)
+    aer_jobs.DEFAULT_EXECUTOR.submit(gate.wait, 30)  # occupies Aer's only job worker
+    sim = AerSimulator(max_parallel_threads=1)
     qc = ansatz().assign_parameters([0.2] * 6)
     c0 = metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
                 status="cancelled")
@@ -258,7 +259,6 @@ def test_cancelled_job_recorded_without_result_call(qobs_run, metric):
     assert later.status().name == "DONE"
     assert metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run",
                   status="ok") - ok0 == 1
-    pool.shutdown()
 
 
 def test_jobs_from_many_threads_keep_exact_counters(qobs_run):

@@ -1,0 +1,104 @@
+"""Overhead of the Qiskit adapter: the same workloads plain and instrumented, side by side.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_qiskit.py [--rounds N]``. Plain and instrumented
+blocks alternate (the adapter is switched on and off between blocks, the pipeline stays up with its
+store, metrics and job listeners), so drift and other load on the machine hit both alike; figures
+are medians over every repetition. Targets: ratio <= 1.03 for a 4-qubit, 3-layer circuit at 1024
+shots on Aer (backend.run and SamplerV2, single job), <= 1.02 for a 100-binding SamplerV2 job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def circuit(n: int = 4, layers: int = 3):
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    p = ParameterVector("t", n * layers)
+    qc = QuantumCircuit(n)
+    for layer in range(layers):
+        for q in range(n):
+            qc.ry(p[layer * n + q], q)
+        for q in range(n - 1):
+            qc.cx(q, q + 1)
+    qc.measure_all()
+    return qc
+
+
+def workloads() -> dict[str, tuple[Callable[[], object], float, int]]:
+    """name -> (one job, target ratio, repetitions per block)."""
+    import numpy as np
+    from qiskit import transpile
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.primitives import SamplerV2
+
+    qc = circuit()
+    rng = np.random.default_rng(0)
+    sim = AerSimulator(max_parallel_threads=1, seed_simulator=1)
+    bound = transpile(qc.assign_parameters(rng.random(qc.num_parameters)), sim)
+    sampler = SamplerV2(seed=1, options={"backend_options": {"max_parallel_threads": 1}})
+    vals = rng.random((100, qc.num_parameters))
+    return {
+        "backend.run 4q3l 1024 shots": (lambda: sim.run(bound, shots=1024).result(), 1.03, 20),
+        "SamplerV2 4q3l 1024 shots": (lambda: sampler.run([bound], shots=1024).result(), 1.03, 20),
+        "SamplerV2 100 bindings": (lambda: sampler.run([(qc, vals)], shots=1024).result(), 1.02, 3),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=14, help="plain/instrumented block pairs per workload")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import qobs
+    from qobs import instrumentation
+
+    store = os.path.join(tempfile.mkdtemp(prefix="qobs-bench-"), "runs.db")
+    qobs.configure(store=store)
+    qobs.instrument()
+    work = workloads()
+    t_start = time.perf_counter()
+    ok = True
+    print(f"{'workload':<30} {'plain ms':>9} {'instr ms':>9} {'ratio':>7} {'added us':>9} {'target':>7}")
+    for name, (job, target, reps) in work.items():
+        for _ in range(3):
+            job()  # warm both paths' caches
+        plain: list[float] = []
+        instr: list[float] = []
+        for r in range(args.rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            for on in order:
+                if on:
+                    instrumentation.instrument()
+                else:
+                    instrumentation.uninstrument()
+                job()  # the first job after a switch is not timed
+                out = instr if on else plain
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    job()
+                    out.append(time.perf_counter() - t0)
+        p, i = statistics.median(plain), statistics.median(instr)
+        ratio = i / p
+        ok &= ratio <= target
+        print(f"{name:<30} {p * 1e3:>9.3f} {i * 1e3:>9.3f} {ratio:>7.3f} {(i - p) * 1e6:>9.1f} {target:>7.2f}"
+              f"  ({len(plain)}+{len(instr)} runs)")
+    instrumentation.instrument()
+    qobs.uninstrument()
+    print(f"total {time.perf_counter() - t_start:.1f} s; {'all targets met' if ok else 'TARGET MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
