@@ -24,6 +24,7 @@ def _fail(message: str) -> None:
 
 # Commands that live beside the feature they drive, loaded only when named (keeps start-up fast).
 LAZY_COMMANDS: dict[str, str] = {
+    "alerts": "qobs.slo.cli:alerts",
     "dashboards": "qobs.dashboards.cli:dashboards",
     "probe": "qobs.feature_cli:probe_command",
     "budgets": "qobs.feature_cli:budgets_command",
