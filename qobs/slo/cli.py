@@ -1,0 +1,60 @@
+"""``qobs alerts``: build the Prometheus rule files (and their promtool tests) from an SLO file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qobs.errors import ConfigError
+
+BUNDLED_SOURCE = "the bundled profiles (qobs/slo/default.yaml)"
+
+
+def render(slo_file: str | None) -> dict[str, str]:
+    """Relative path -> text of every generated file (rule files, then ``tests/*.test.yml``)."""
+    from qobs.slo import promtests, rules, spec
+
+    s = spec.load(slo_file)
+    source = BUNDLED_SOURCE if slo_file is None else Path(slo_file).name
+    files = rules.build(s, source)
+    tests = promtests.build(s, files, source)
+    return {**files, **{f"tests/{k}": v for k, v in tests.items()}}
+
+
+@click.group()
+def alerts() -> None:
+    """Prometheus alert rules from SLOs (burn rates, budgets, drift), with promtool tests."""
+
+
+@alerts.command("build")
+@click.option("--slo", "slo_file", type=click.Path(dir_okay=False), help="SLO file (default: bundled profiles).")
+@click.option("-o", "--out", "out_dir", default="alerts", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the rule files (tests go to OUT/tests).")
+def build_cmd(slo_file: str | None, out_dir: str) -> None:
+    """Write rule files and promtool test suites for an SLO file."""
+    files = render(slo_file)
+    out = Path(out_dir)
+    try:
+        for rel, text in files.items():
+            p = out / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write {out} ({exc.strerror or exc})") from None
+    click.echo(f"wrote {len(files)} files to {out}/ (check: promtool check rules {out}/*.rules.yml; "
+               f"promtool test rules {out}/tests/*.test.yml)")
+
+
+@alerts.command("check")
+@click.option("--slo", "slo_file", type=click.Path(dir_okay=False), help="SLO file (default: bundled profiles).")
+@click.option("-d", "--dir", "out_dir", default="alerts", show_default=True, type=click.Path(file_okay=False))
+def check_cmd(slo_file: str | None, out_dir: str) -> None:
+    """Validate the SLO file; exit 1 when DIR differs from what `qobs alerts build` would write."""
+    files = render(slo_file)
+    out = Path(out_dir)
+    stale = [rel for rel, text in files.items() if not (out / rel).exists() or (out / rel).read_text() != text]
+    if stale:
+        cmd = "qobs alerts build" + (f" --slo {slo_file}" if slo_file else "") + f" -o {out_dir}"
+        raise click.ClickException(f"{out_dir}/ is out of date ({', '.join(stale)}); run `{cmd}`")
+    click.echo(f"{out_dir}/ is up to date ({len(files)} files)")
