@@ -1,0 +1,69 @@
+"""``qobs demo`` as a person runs it: a subprocess, a summary, a store; Ctrl-C leaves a readable run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+QOBS = [sys.executable, "-m", "qobs.cli"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.mark.slow
+def test_demo_tiny_profile_on_aer(tmp_path: Path):
+    store = tmp_path / "runs.db"
+    out = subprocess.run([*QOBS, "demo", "--profile", "tiny", "--backend", "aer", "--store", str(store)],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for needle in ("quality", "KL", "KS", "target", "jobs", "shots", "cost", "job time", "queue", "fidelity",
+                   str(store)):
+        assert needle in text, needle
+    shown = subprocess.run([*QOBS, "runs", "show", "latest", "--store", str(store)], env=_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "training: 20 steps" in shown.stdout and "finished" in shown.stdout
+    ckpt = next((tmp_path / "checkpoints").glob("*/best.json"))
+    sample = subprocess.run([*QOBS, "qgan", "sample", "--checkpoint", str(ckpt), "-n", "100"], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert sample.returncode == 0 and "100 samples" in sample.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_readable_store_and_checkpoint(tmp_path: Path):
+    store = tmp_path / "runs.db"
+    proc = subprocess.Popen([*QOBS, "demo", "--profile", "full", "--backend", "aer", "--store", str(store)],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 300
+    assert proc.stdout is not None
+    while time.time() < deadline:  # wait for the first progress lines (past step 25: checkpoints written)
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("step") and int(line.split()[1].split("/")[0]) >= 300:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    shown = subprocess.run([*QOBS, "runs", "show", "latest", "--store", str(store)], env=_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "interrupted" in shown.stdout and "training:" in shown.stdout
+    ckpts = list((tmp_path / "checkpoints").glob("*/*.json"))
+    assert {p.name for p in ckpts} >= {"best.json", "last.json"}
+    from reference_qgan import checkpoint
+
+    doc = checkpoint.load(next(p for p in ckpts if p.name == "last.json"))
+    assert doc["step"] >= 300
