@@ -1,9 +1,9 @@
 """qobs adapter for Qiskit: V2 primitives, ``BackendV2.run``, transpilation and IBM runtime jobs.
 
-Supported and tested: qiskit 1.3 - 2.x (V2 primitives era), qiskit-aer 0.15 - 0.18 and
-qiskit-ibm-runtime 0.34+ (optional; its local fake-backend mode included). Tested here with
-qiskit 2.6.2 / qiskit-aer 0.18.2 / qiskit-ibm-runtime 0.51.0 and, through
-``QOBS_QISKIT_COMPAT_PYTHON``, with an interpreter holding qiskit 1.4 / qiskit-aer 0.16.
+Supported: qiskit 1.4 - 2.x (the V2 primitives era), qiskit-aer 0.16 - 0.18, and optionally
+qiskit-ibm-runtime 0.34+ (its local fake-backend mode included). Tested with qiskit 2.6.2 /
+qiskit-aer 0.18.2 / qiskit-ibm-runtime 0.51.0, and with qiskit 1.4.6 / qiskit-aer 0.16.4 through
+``QOBS_QISKIT_COMPAT_PYTHON`` (tests/adapters/test_qiskit_e2e.py).
 
 Importing this module does not import qiskit. ``on_import`` runs once qiskit (or qiskit_aer,
 qiskit_ibm_runtime) is imported and hooks, through the ``Patcher``:
@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = ["SUPPORTED", "QiskitAdapter"]
 
-SUPPORTED = {"qiskit": ">=1.3,<3", "qiskit-aer": ">=0.15", "qiskit-ibm-runtime": ">=0.34"}
+SUPPORTED = {"qiskit": ">=1.4,<3", "qiskit-aer": ">=0.16", "qiskit-ibm-runtime": ">=0.34"}
 
 
 class QiskitAdapter:
