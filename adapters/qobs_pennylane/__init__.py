@@ -1,6 +1,6 @@
 """qobs adapter for PennyLane: every device execution becomes a qobs job.
 
-Supported PennyLane: **0.41 to 0.45** (oldest and newest tested; see ``SUPPORTED``). Importing this
+Supported PennyLane: **0.40 to 0.45** (0.40.0, 0.41.1 and 0.45.1 tested; see ``SUPPORTED``). Importing this
 module does not import PennyLane: the adapter watches the ``pennylane`` module and patches it
 when it is imported (at once if it already is).
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-SUPPORTED = ("0.41", "0.45")  # oldest and newest PennyLane minor versions tested
+SUPPORTED = ("0.40", "0.45")  # oldest and newest PennyLane minor versions tested
 
 
 class PennyLaneAdapter:

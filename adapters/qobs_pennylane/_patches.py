@@ -273,6 +273,8 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
     if job is not None:
         with contained(COMPONENT):
             handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
+    if job is not None and not isinstance(circuits, (QuantumScript, tuple, list)):
+        circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
     token = _inside.set(True)
     t0 = time.perf_counter()
     try:

@@ -7,6 +7,7 @@ and from running the same seeded program without instrumentation.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,13 +48,22 @@ def ansatz(x, wires: int = 3) -> None:
         qml.CNOT(wires=[i % wires, (i + 1) % wires])
 
 
-def qnode(dev, n_params: int = 3, **kw):
+def with_shots(circuit, shots):
+    """Shots on a QNode, in the spelling of the installed PennyLane (0.41 has no ``qml.set_shots``)."""
+    if shots is None:
+        return circuit
+    if hasattr(qml, "set_shots"):
+        return qml.set_shots(circuit, shots=shots)
+    return functools.partial(circuit, shots=shots)
+
+
+def qnode(dev, shots=None, **kw):
     @qml.qnode(dev, **kw)
     def circuit(x):
         ansatz(x)
         return qml.expval(qml.PauliZ(0) @ qml.PauliZ(2))
 
-    return circuit
+    return with_shots(circuit, shots)
 
 
 def params(n: int = 3):
@@ -445,13 +455,13 @@ def test_results_and_gradients_are_bit_identical_with_and_without_instrumentatio
 def test_counts_results_reach_listeners(jobs) -> None:
     dev = qml.device("default.qubit", seed=3)
 
-    @qml.qnode(dev, shots=64)
+    @qml.qnode(dev)
     def bell():
         qml.Hadamard(0)
         qml.CNOT([0, 1])
         return qml.counts()
 
-    result = bell()
+    result = with_shots(bell, 64)()
     (rec,) = jobs
     assert rec.context[telemetry.CTX_COUNTS] == [dict(result)]
     assert sum(rec.context[telemetry.CTX_COUNTS][0].values()) == 64
