@@ -16,6 +16,7 @@ from qobs.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_STORE_OFF = {"off", "none", ""}
 PROTOCOLS = ("grpc", "http/protobuf")
 TRACE_EXPORTERS = ("otlp", "console", "none")
 METRIC_EXPORTERS = ("prometheus", "otlp", "none")
@@ -114,7 +115,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     env = os.environ if env is None else env
     enabled = _bool(env, "QOBS_ENABLED", True) and not _bool(env, "OTEL_SDK_DISABLED", False)
     store_raw = env.get("QOBS_STORE", DEFAULT_STORE).strip()
-    store = None if store_raw.lower() in ("off", "none", "") else store_raw
+    store = None if store_raw.lower() in _STORE_OFF else store_raw
     traces_endpoint = _endpoint(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     metrics_endpoint = _endpoint(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     traces_exporter = _choice(env, ("OTEL_TRACES_EXPORTER",), "otlp" if traces_endpoint else "none",
@@ -172,6 +173,9 @@ def replace(settings: Settings, **overrides: object) -> Settings:
     for k in overrides:
         if k not in known:
             raise ConfigError(f"qobs.configure: unknown setting {k!r}; known: {', '.join(sorted(known))}")
+    store = overrides.get("store")
+    if isinstance(store, str) and store.strip().lower() in _STORE_OFF:
+        overrides["store"] = None  # `--store off` / configure(store="off") turn the store off, not name a file
     return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
 

@@ -71,6 +71,16 @@ def test_missing_store_and_unknown_run(tmp_path: Path) -> None:
     _one_line_error(qobs("runs", "show", "nope", "--store", str(store)), "no run 'nope'")
 
 
+def test_store_off_writes_no_file(tmp_path: Path) -> None:
+    """`--store off` (and QOBS_STORE=off) turn the store off; they never create a file named 'off'."""
+    for args, env in ((["run", "--store", "off"], {}), (["run"], {"QOBS_STORE": "off"})):
+        proc = qobs(*args, "--", sys.executable, "-c", "import qobs; qobs.instrument(); print('ran')", cwd=tmp_path,
+                    **env)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ran", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    _one_line_error(qobs("runs", "list", "--store", "off", cwd=tmp_path), "store is off")
+
+
 def test_command_not_found(tmp_path: Path) -> None:
     _one_line_error(qobs("run", "--store", str(tmp_path / "r.db"), "--", "no-such-program-xyz"), "not found")
 
