@@ -129,7 +129,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, dict[str, float]], None] 
     config = asdict(cfg)
     shots_total = samples_total = 0
     t0 = time.perf_counter()
-    step = 0
+    done, theta_done = 0, theta.copy()  # steps fully completed, and the parameters they left
 
     def save(kind: str, params: np.ndarray, row: dict[str, float], at: int) -> None:
         if ckpt_dir is None:
@@ -186,6 +186,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, dict[str, float]], None] 
                    **div, "entropy_bits": entropy, "shot_noise": noise,
                    "exact_kl": exact["kl"], "exact_ks": exact["ks"]}
             history.append(row)
+            done, theta_done = step + 1, theta.copy()  # the optimiser updates theta in place
             if exact["kl"] < best["kl"]:
                 best = {**exact, "step": step + 1}
                 best_params = theta.copy()
@@ -199,7 +200,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, dict[str, float]], None] 
     except KeyboardInterrupt as exc:
         with contextlib.suppress(Exception):
             save("best", best_params, best, int(best.get("step", 0)))
-            save("last", theta, metrics.divergences(ans.probabilities(a, theta), q), step)
+            # A step cut short is dropped: "last" holds what `done` completed steps left.
+            save("last", theta_done, metrics.divergences(ans.probabilities(a, theta_done), q), done)
         exc.qgan_result = result(True)  # type: ignore[attr-defined]
         raise
     save("best", best_params, best, int(best.get("step", 0)))
