@@ -16,13 +16,26 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _missing(what: str, how: str) -> None:
+    """Fail under CI (a green CI means the real part ran), skip elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is required under CI ({how})")
+    pytest.skip(f"{what} is not available ({how})")
+
+
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{tool} is required under CI (./dev test installs Debian's prometheus)")
-        pytest.skip(f"{tool} not installed (./dev test installs it)")
-    return path
+        _missing(tool, "./dev test installs Debian's prometheus")
+    return path  # type: ignore[return-value]
+
+
+def compat_python(var: str) -> str:
+    """The interpreter named by ``var``, with an older supported SDK (``./dev test`` sets one up)."""
+    python = os.environ.get(var, "")
+    if not python:
+        _missing(var, "./dev test sets up the older-SDK interpreter and exports it")
+    return python
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Set ``QOBS_PENNYLANE_COMPAT_PYTHON`` to a Python whose environment has the oldes
 claim (``SUPPORTED[0]``, 0.40), qobs (``pip install --no-deps -e .``) and the core dependencies.
 Measured here: a venv with ``pennylane==0.40.* pennylane-lightning==0.40.* 'autoray<0.7.1'`` plus
 opentelemetry-sdk, prometheus-client, click, pyyaml and pytest installs in 40-46 s (0.41: 37 s);
-autoray 0.7.1+ breaks ``import pennylane`` for 0.40 and 0.41. CI does not install it.
+autoray 0.7.1+ breaks ``import pennylane`` for 0.40 and 0.41. `./dev test` sets one up (.venv-compat-pennylane).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import compat_python
+
 ENV = "QOBS_PENNYLANE_COMPAT_PYTHON"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_adapter_suite_under_the_oldest_supported_pennylane() -> None:
-    python = os.environ.get(ENV)
-    if not python:
-        pytest.skip(f"{ENV} is not set (an interpreter with an older supported PennyLane, e.g. 0.40)")
+    python = compat_python(ENV)
     version = subprocess.run([python, "-c", "import pennylane; print(pennylane.__version__)"],
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0, version.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("qiskit_aer")
+from tests.conftest import compat_python
 
 # Knows nothing of qobs. Trains a 2-qubit circuit with parameter-shift gradients from its own loop,
 # through SamplerV2 and backend.run, and prints its own ground truth; optionally scrapes a URL.
@@ -110,10 +111,8 @@ def test_plain_training_script_under_qobs_run_shows_its_own_totals(tmp_path):
 
 @pytest.mark.slow
 def test_oldest_supported_qiskit_runs_the_same_script(tmp_path):
-    """Set QOBS_QISKIT_COMPAT_PYTHON to an interpreter with qiskit 1.x, qiskit-aer and qobs (--no-deps)."""
-    python = os.environ.get("QOBS_QISKIT_COMPAT_PYTHON")
-    if not python:
-        pytest.skip("QOBS_QISKIT_COMPAT_PYTHON not set (an interpreter with the oldest supported qiskit)")
+    """QOBS_QISKIT_COMPAT_PYTHON: a Python with qiskit 1.x, qiskit-aer and qobs (--no-deps); `./dev test` makes it."""
+    python = compat_python("QOBS_QISKIT_COMPAT_PYTHON")
     version = subprocess.run([python, "-c", "import qiskit; print(qiskit.__version__)"], capture_output=True,
                              text=True, check=True).stdout.strip()
     assert version.startswith("1."), f"{python} has qiskit {version}, not 1.x"
