@@ -50,6 +50,8 @@ class JobRecord:
     stats: list[CircuitStats] = field(default_factory=list)
     trainable_params: int | None = None
     transpile_s: float | None = None
+    # False when the adapter's transpile hook observed the histogram already (the job only carries its share).
+    transpile_observed_here: bool = True
     queue_s: float | None = None
     execution_s: float | None = None
     duration_s: float | None = None
@@ -250,7 +252,7 @@ def _record_metrics(rec: JobRecord) -> None:
             depth.observe(s.depth)
             width.observe(s.width)
             twoq.observe(s.two_qubit_gates)
-    if rec.transpile_s is not None:
+    if rec.transpile_s is not None and rec.transpile_observed_here:
         m["qobs_transpile_duration_seconds"].child(b).observe(rec.transpile_s)
     if rec.queue_s is not None:
         m["qobs_queue_duration_seconds"].child(b).observe(rec.queue_s)

@@ -467,8 +467,8 @@ def _start(desc: _Desc) -> JobHandle:
                             circuits=desc.circuits, bindings=desc.bindings, shots_requested=desc.shots_req,
                             precision=desc.precision, simulator=desc.simulator, session_id=desc.session_id)
     h.record.stats = desc.stats
-    if desc.transpile_s is not None:
-        h.record.attributes[Attr.TRANSPILE_S] = desc.transpile_s
+    if desc.transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
+        h.record.transpile_s, h.record.transpile_observed_here = desc.transpile_s, False
     befores = [s for s in desc.stats if s.depth_before is not None]
     if befores:
         two_q = [_state.transpiled.get(id(c)) for c in _circuits_of(desc)]

@@ -113,6 +113,21 @@ def test_backend_run_on_aer_records_jobs_shots_and_executed_shapes(qobs_run):
     assert first["provider"] == "aer" and first["status"] == "ok"
 
 
+def test_transpile_time_of_a_job_is_stored_and_observed_once(qobs_run):
+    sim = aer()
+    count0 = total("qobs_transpile_duration_seconds_count", backend=sim.name)
+    sum0 = total("qobs_transpile_duration_seconds_sum", backend=sim.name)
+    isa = transpile(ansatz().assign_parameters(np.linspace(0, 1, 6)), sim)
+    spent = total("qobs_transpile_duration_seconds_sum", backend=sim.name) - sum0
+    assert total("qobs_transpile_duration_seconds_count", backend=sim.name) - count0 == 1 and spent > 0
+    job = sim.run(isa, shots=64)
+    job.result()
+    # the job carries the transpile share of its circuit; the histogram saw the transpilation once, not twice
+    assert total("qobs_transpile_duration_seconds_count", backend=sim.name) - count0 == 1
+    (row,) = [r for r in jobs_rows(qobs_run) if r["job_id"] == job.job_id()]
+    assert row["transpile_s"] == pytest.approx(spent)
+
+
 @pytest.mark.parametrize("make", [StatevectorSampler, lambda: BackendSamplerV2(backend=aer()),
                                   lambda: AerSampler(options={"backend_options": {"max_parallel_threads": 1}})],
                          ids=["statevector", "backend_sampler", "aer_sampler"])
