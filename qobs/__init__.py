@@ -38,11 +38,13 @@ def instrument(**settings: Any) -> list[str]:
 
 
 def uninstrument() -> None:
-    """Restore every patched object and stop the pipeline (flushing the store)."""
-    from qobs import instrumentation, runtime
+    """Restore every patched object, stop the pipeline (flushing the store) and remove qobs's hooks."""
+    from qobs import features, instrumentation, runtime
 
     instrumentation.uninstrument()
     runtime.stop()
+    features.deactivate()
+    runtime.remove_exit_hooks()
 
 
 def flush(timeout: float = 5.0) -> None:

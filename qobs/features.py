@@ -63,6 +63,16 @@ def activate(s: config.Settings) -> None:
     _active = True
 
 
+def deactivate() -> None:
+    """Unregister the listener and guard (``qobs.uninstrument()``)."""
+    global _active, _settings
+    from qobs import telemetry
+
+    telemetry.remove_job_listener(on_job)
+    telemetry.remove_submit_guard(guard)
+    _active, _settings = False, None
+
+
 def ensure_active() -> None:
     """Activate with the current settings when the runtime has not (library use before instrument)."""
     if not _active:

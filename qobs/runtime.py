@@ -108,8 +108,13 @@ def start() -> Runtime | None:
         return rt
 
 
-def stop(status: str | None = None, exit_code: int | None = None) -> None:
-    """End the run: record its end, flush the store, push metrics, stop exporters."""
+def stop(status: str | None = None, exit_code: int | None = None, *, final: bool = False) -> None:
+    """End the run: record its end, flush the store, push metrics, stop exporters.
+
+    ``final`` (at exit) also shuts down the OpenTelemetry providers qobs made; otherwise they are
+    flushed and kept, since a process can set its global providers only once and a restarted
+    pipeline (``configure``, ``instrument`` after ``uninstrument``) must still export.
+    """
     global _rt
     with _lock:
         rt, _rt = _rt, None
@@ -139,7 +144,7 @@ def stop(status: str | None = None, exit_code: int | None = None) -> None:
             server.server_close()
     if rt.tracing is not None:
         with contained("tracing"):
-            rt.tracing.shutdown()
+            rt.tracing.shutdown(final=final)
 
 
 def flush(timeout: float = 5.0) -> None:
@@ -150,6 +155,7 @@ def flush(timeout: float = 5.0) -> None:
 
 
 _hooks_installed = False
+_hooks: dict[str, Any] = {}  # what _install_exit_hooks put in place, for remove_exit_hooks
 
 
 class _MpHook:
@@ -159,12 +165,16 @@ class _MpHook:
 _MP_HOOK = _MpHook()
 
 
+def _at_exit() -> None:
+    stop(final=True)
+
+
 def _install_exit_hooks() -> None:
     global _hooks_installed
     if _hooks_installed:
         return
     _hooks_installed = True
-    atexit.register(stop)
+    atexit.register(_at_exit)
     previous = sys.excepthook
 
     def excepthook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
@@ -174,15 +184,32 @@ def _install_exit_hooks() -> None:
         previous(tp, value, tb)
 
     sys.excepthook = excepthook
+    _hooks.update(excepthook=excepthook, previous_excepthook=previous)
     # multiprocessing children leave through os._exit, which skips atexit; their finalizers run.
     # A forked child starts with an empty finalizer registry, so register again after each fork.
     with contained("exit_hooks"):
         from multiprocessing import util as mp_util
 
-        mp_util.Finalize(None, stop, exitpriority=100)
-        mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, stop, exitpriority=100))
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork)
+        _hooks["finalizer"] = mp_util.Finalize(None, stop, exitpriority=100)
+        if not _hooks.get("fork_registered"):  # neither registry can forget an entry: register once per process
+            _hooks["fork_registered"] = True
+            mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, stop, exitpriority=100))
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork)
+
+
+def remove_exit_hooks() -> None:
+    """Undo ``_install_exit_hooks`` (``qobs.uninstrument()``). The fork hooks stay: they do nothing without a run."""
+    global _hooks_installed
+    if not _hooks_installed:
+        return
+    _hooks_installed = False
+    atexit.unregister(_at_exit)
+    if sys.excepthook is _hooks.get("excepthook"):  # someone who wrapped ours keeps their hook
+        sys.excepthook = _hooks["previous_excepthook"]
+    finalizer = _hooks.pop("finalizer", None)
+    if finalizer is not None:
+        finalizer.cancel()
 
 
 def _after_fork() -> None:

@@ -53,6 +53,46 @@ def _metric_exporter(settings: Settings) -> Any:
     return Http(endpoint=url, timeout=EXPORT_TIMEOUT_SECONDS)
 
 
+class _Switch:
+    """The one span processor on the provider qobs sets globally; each pipeline start plugs in its exporter.
+
+    OpenTelemetry lets a process set its global tracer provider once, so a restarted pipeline
+    (``qobs.configure`` while running, ``instrument`` after ``uninstrument``) keeps that provider
+    and swaps the batch processor behind this switch instead of making a provider nobody uses.
+    """
+
+    def __init__(self) -> None:
+        self.delegate: Any | None = None
+
+    def on_start(self, span: Any, parent_context: Any | None = None) -> None:
+        d = self.delegate
+        if d is not None:
+            d.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:  # newer SDKs call it on every processor
+        d = self.delegate
+        if d is not None and hasattr(d, "_on_ending"):
+            d._on_ending(span)
+
+    def on_end(self, span: Any) -> None:
+        d = self.delegate
+        if d is not None:
+            d.on_end(span)
+
+    def shutdown(self) -> None:
+        d, self.delegate = self.delegate, None
+        if d is not None:
+            d.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        d = self.delegate
+        return True if d is None else d.force_flush(timeout_millis)
+
+
+# The providers qobs set globally in this process (kept across pipeline restarts), or None.
+_ours: dict[str, Any] = {}
+
+
 class Tracing:
     """The tracer qobs uses, and what it owns and must shut down."""
 
@@ -60,22 +100,27 @@ class Tracing:
         from opentelemetry import metrics as otel_metrics
         from opentelemetry import trace
 
-        self.owned_tracer_provider: Any | None = None
+        self.owned_processor: Any | None = None
         self.owned_meter_provider: Any | None = None
         self.meter: Any | None = None
         current = trace.get_tracer_provider()
+        ours = _ours.get("tracer_provider")
         app_has_provider = not isinstance(current, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
-        if not app_has_provider and settings.traces_exporter != "none":
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
+        if settings.traces_exporter != "none" and (current is ours or not app_has_provider):
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            resource = Resource.create({"service.name": settings.service_name})
-            provider = TracerProvider(resource=resource)
-            provider.add_span_processor(BatchSpanProcessor(_span_exporter(settings), max_queue_size=16384,
-                                                           schedule_delay_millis=1000))
-            trace.set_tracer_provider(provider)
-            self.owned_tracer_provider = provider
+            if current is not ours:
+                from opentelemetry.sdk.resources import Resource
+                from opentelemetry.sdk.trace import TracerProvider
+
+                resource = Resource.create({"service.name": settings.service_name})
+                provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit flush is bounded
+                switch = _Switch()
+                provider.add_span_processor(switch)  # type: ignore[arg-type]
+                trace.set_tracer_provider(provider)
+                _ours.update(tracer_provider=provider, switch=switch)
+            processor = BatchSpanProcessor(_span_exporter(settings), max_queue_size=16384, schedule_delay_millis=1000)
+            _ours["switch"].delegate = self.owned_processor = processor
         from qobs import __version__
 
         self.tracer = trace.get_tracer("qobs", __version__)
@@ -87,23 +132,35 @@ class Tracing:
                 from opentelemetry.sdk.resources import Resource
 
                 reader = PeriodicExportingMetricReader(_metric_exporter(settings), export_interval_millis=5000)
-                mp = MeterProvider(metric_readers=[reader],
+                mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False,
                                    resource=Resource.create({"service.name": settings.service_name}))
                 otel_metrics.set_meter_provider(mp)
-                self.owned_meter_provider = mp
+                _ours["meter_provider"] = mp
+            if otel_metrics.get_meter_provider() is _ours.get("meter_provider"):
+                self.owned_meter_provider = _ours["meter_provider"]
             self.meter = otel_metrics.get_meter("qobs", __version__)
 
-    def shutdown(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
-        """Flush and stop what we own, giving up after ``timeout`` seconds (a dead collector)."""
-        owned = [p for p in (self.owned_tracer_provider, self.owned_meter_provider) if p is not None]
-        if not owned:
+    def shutdown(self, timeout: float = EXIT_FLUSH_SECONDS, *, final: bool = False) -> None:
+        """Flush (and at exit stop) what we own, giving up after ``timeout`` seconds (a dead collector).
+
+        Our span processor is stopped and unplugged every time; the global providers are only shut
+        down when ``final`` (they cannot be replaced in this process).
+        """
+        processor, mp = self.owned_processor, self.owned_meter_provider
+        if processor is None and mp is None:
             return
+        switch = _ours.get("switch")
+        if switch is not None and switch.delegate is processor:
+            switch.delegate = None  # new spans go nowhere until a pipeline plugs in again
 
         def stop() -> None:
-            for p in owned:
+            for p, shut in ((processor, True), (mp, final)):
+                if p is None:
+                    continue
                 try:
                     p.force_flush(int(timeout * 1000))
-                    p.shutdown()
+                    if shut:
+                        p.shutdown()
                 except Exception:  # noqa: BLE001
                     pass
 

@@ -6,6 +6,7 @@ The adapter below is installed the way any third-party one is: a ``*.dist-info``
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,27 @@ def test_uninstrument_restores_by_identity(third_party, qobs_run):
     assert "execute" not in fakesdk.Child.__dict__
     assert instrumentation.patch_count() == 0 and instrumentation.active() == []
     assert not any(type(f).__name__ == "_Finder" for f in sys.meta_path)
+
+
+def test_instrument_twice_then_uninstrument_leaves_no_hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from qobs import runtime
+
+    qobs.uninstrument()
+    for var in [v for v in os.environ if v.startswith(("QOBS_", "OTEL_"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("QOBS_STORE", str(tmp_path / "runs.db"))
+    qobs.instrument()  # a first cycle imports what qobs needs (multiprocessing registers its own exit hook)
+    qobs.uninstrument()
+    hook, meta = sys.excepthook, list(sys.meta_path)
+    listeners, guards = list(telemetry._listeners), list(telemetry._guards)
+    qobs.instrument()
+    qobs.instrument()
+    assert sys.excepthook is not hook and telemetry._listeners != listeners  # instrumented: hooks in place
+    qobs.uninstrument()
+    assert sys.excepthook is hook and sys.meta_path == meta
+    assert telemetry._listeners == listeners and telemetry._guards == guards
+    assert runtime.current() is None  # (atexit cannot be listed; runtime.remove_exit_hooks unregisters ours)
+    assert instrumentation.patch_count() == 0
 
 
 def test_patcher_restores_inherited_and_descriptor_attributes():

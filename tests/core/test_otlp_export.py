@@ -98,3 +98,32 @@ def test_dead_collector_changes_nothing_for_the_user(protocol: str, tmp_path: Pa
     assert dead.returncode == plain.returncode == 0, dead.stderr
     assert dead.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1] == "user result 42"
     assert "Traceback" not in dead.stderr
+
+
+RESTART = textwrap.dedent("""
+    import qobs
+    from qobs import telemetry
+
+    qobs.instrument()
+    telemetry.finish_job(telemetry.start_job("sampler", "before", "p"))
+    qobs.configure(run_name="restarted")  # restarts the pipeline with new settings
+    telemetry.finish_job(telemetry.start_job("sampler", "after_configure", "p"))
+    qobs.uninstrument()
+    qobs.instrument()
+    telemetry.finish_job(telemetry.start_job("sampler", "after_reinstrument", "p"))
+""")
+
+
+def test_spans_keep_flowing_after_the_pipeline_restarts(tmp_path: Path) -> None:
+    """A process sets its global tracer provider once: a restart must reuse ours, not a shut-down one."""
+    receiver = HttpReceiver()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QOBS_"))}
+        env.update(QOBS_STORE=str(tmp_path / "runs.db"), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        proc = subprocess.run([sys.executable, "-c", RESTART], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        receiver.stop()
+    names = sorted(s["name"] for s in receiver.got.spans)
+    assert names == sorted(Span.job("sampler", b) for b in ("before", "after_configure", "after_reinstrument"))
