@@ -12,14 +12,14 @@ BUNDLED_SOURCE = "the bundled profiles (qobs/slo/default.yaml)"
 
 
 def render(slo_file: str | None) -> dict[str, str]:
-    """Relative path -> text of every generated file (rule files, then ``tests/*.test.yml``)."""
-    from qobs.slo import promtests, rules, spec
+    """Relative path -> text of every generated file (rule files, ``tests/*.test.yml``, ``runbooks/*.md``)."""
+    from qobs.slo import promtests, rules, runbooks, spec
 
     s = spec.load(slo_file)
     source = BUNDLED_SOURCE if slo_file is None else Path(slo_file).name
     files = rules.build(s, source)
     tests = promtests.build(s, files, source)
-    return {**files, **{f"tests/{k}": v for k, v in tests.items()}}
+    return {**files, **{f"tests/{k}": v for k, v in tests.items()}, **runbooks.build(files)}
 
 
 @click.group()

@@ -31,7 +31,7 @@ def _all_exprs(files: dict[str, str]) -> list[tuple[str, dict]]:
 
 def test_committed_alerts_match_the_generator():
     files = render(None)
-    on_disk = {str(p.relative_to(ALERTS)) for p in ALERTS.rglob("*.yml")}
+    on_disk = {str(p.relative_to(ALERTS)) for p in ALERTS.rglob("*") if p.is_file()}
     assert on_disk == set(files), f"alerts/ has other files than the generator writes; run `{REGEN}`"
     for rel, text in files.items():
         assert (ALERTS / rel).read_bytes() == text.encode(), f"alerts/{rel} drifted from the generator; run `{REGEN}`"
@@ -153,3 +153,20 @@ def test_generated_suites_cover_every_alert_and_tier():
     for alert in ("QobsShotBudgetConsumed", "QobsMoneyBudgetConsumed", "QobsSpendRateHigh", "QobsFidelityDrift",
                   "QobsCalibrationStale", "QobsBarrenPlateau", "QobsQueueTimeHigh"):
         assert alert in covered
+
+
+def test_every_alert_has_a_generated_runbook_showing_its_rules():
+    files = render(None)
+    pages = {rel.removeprefix("runbooks/").removesuffix(".md"): text for rel, text in files.items()
+             if rel.startswith("runbooks/")}
+    alerts_seen = set()
+    for _name, r in _all_exprs(files):
+        if "alert" not in r:
+            continue
+        alerts_seen.add(r["alert"])
+        page = pages[r["alert"]]
+        assert r["annotations"]["runbook_url"].endswith("/" + r["alert"])  # the URL pattern names the page
+        assert all(line.strip() in page for line in r["expr"].splitlines() if line.strip()), r["alert"]
+        for section in ("## What it means", "## How to look", "## What to do"):
+            assert section in page
+    assert set(pages) == alerts_seen  # no page without an alert, no alert without a page
