@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "probe": "qobs.feature_cli:probe_command",
     "budgets": "qobs.feature_cli:budgets_command",
     "qgan": "reference_qgan.cli:qgan",
+    "report": "qobs.report:report",
 }
 
 
@@ -39,6 +40,7 @@ LAZY_HELP: dict[str, str] = {
     "dashboards": "Build the Grafana dashboards from the SLI contract.",
     "probe": "Run the reference-circuit fidelity probe on a backend.",
     "qgan": "The reference QGAN: train, and sample from checkpoints.",
+    "report": "Postmortem of a recorded run: findings, timeline, errors, latency, cost.",
 }
 
 

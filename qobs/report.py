@@ -1,0 +1,227 @@
+"""``qobs report``: a postmortem of one recorded run, read from the embedded store.
+
+What a person on call wants after a bad run, in the order they ask: what went wrong (findings,
+each with the figure behind it), when (a timeline of errors and events relative to the start),
+where (errors by backend and type, latency and queue percentiles), what it cost, and how training
+went. ``--json`` gives the same as data. Reads the store only; imports no SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import click
+
+from qobs.store import _quantile, resolve_run, rows, run_summary
+
+# Finding thresholds (a report flags, it does not page: the SLO rules are the alerting contract).
+ERROR_RATIO_WARN = 0.01
+SNR_LOW = 1.0
+ENTROPY_COLLAPSE_BITS = 0.5
+TIMELINE_LIMIT = 40
+
+
+def build(conn: sqlite3.Connection, run_ref: str) -> dict[str, Any]:
+    """The report of one run as data (what ``--json`` prints)."""
+    run = resolve_run(conn, run_ref)
+    rid = run["run_id"]
+    summary = run_summary(conn, rid)
+    jobs, steps, events = rows(conn, "jobs", rid), rows(conn, "steps", rid), rows(conn, "events", rid)
+    t0 = run["started_at"]
+    return {
+        "run": run,
+        "findings": _findings(summary, jobs, steps, events),
+        "timeline": _timeline(t0, jobs, events),
+        "errors": _errors(jobs),
+        "latency": _latency(jobs),
+        "cost": _cost(jobs, steps),
+        "training": _training(steps),
+        "totals": summary["totals"],
+        "backends": summary["backends"],
+    }
+
+
+def _findings(summary: dict[str, Any], jobs: list[dict], steps: list[dict], events: list[dict]) -> list[str]:
+    out: list[str] = []
+    for name, b in summary["backends"].items():
+        if b["jobs"] and b["errors"] / b["jobs"] > ERROR_RATIO_WARN:
+            out.append(f"{name}: {b['errors']} of {b['jobs']} jobs failed ({b['errors'] / b['jobs']:.1%})")
+        if b["cancelled"]:
+            out.append(f"{name}: {b['cancelled']} jobs cancelled")
+        if b["unpriced_jobs"] and b["unpriced_jobs"] == b["jobs"] and b["provider"] not in ("aer", "qiskit"):
+            out.append(f"{name}: no price in the catalog ({b['unpriced_jobs']} jobs not in the cost figures)")
+    refused = Counter(j["submission_reason"] for j in jobs if j["submission_reason"])
+    for reason, n in refused.most_common():
+        out.append(f"{n} submissions refused ({reason})")
+    checks = [e for e in events if e["kind"] == "fidelity_check"]
+    failed = [e for e in checks if (e["data"] or {}).get("result") == "fail"]
+    if failed:
+        worst = min(failed, key=lambda e: e["data"]["fidelity"])
+        out.append(f"fidelity: {len(failed)} of {len(checks)} checks failed (lowest {worst['data']['fidelity']:.3f} "
+                   f"on {worst['subject']}, baseline {worst['data'].get('baseline') or 0:.3f})")
+    changes = [e for e in events if e["kind"] == "calibration_change"]
+    if changes:
+        out.append(f"calibration changed {len(changes)} times during the run "
+                   f"({', '.join(sorted({e['subject'] or '?' for e in changes}))})")
+    for e in events:
+        if e["kind"] == "budget_threshold":
+            d = e["data"] or {}
+            out.append(f"budget {e['subject']}: {d.get('percent', '?')}% of its {d.get('kind', '')} used "
+                       f"({d.get('used')} of {d.get('limit')})")
+        elif e["kind"] in ("budget_refused", "budget_fallback", "budget_exceeded"):
+            what = (e["data"] or {}).get("request")
+            out.append(f"budget {e['subject']}: {e['kind'].removeprefix('budget_')} ({what})")
+    tail = [s["metrics"] or {} for s in steps[-max(1, len(steps) // 10):]]
+    snr = [m["grad_snr"] for m in tail if "grad_snr" in m]
+    if snr and max(snr) < SNR_LOW:
+        out.append(f"training: gradient SNR stayed below {SNR_LOW:g} over the last {len(snr)} steps "
+                   f"(max {max(snr):.2f}): gradients lost in shot noise")
+    ent = [m["entropy_bits"] for m in tail if "entropy_bits" in m]
+    if ent and max(ent) < ENTROPY_COLLAPSE_BITS:
+        out.append(f"training: sample entropy {max(ent):.2f} bits over the last steps (mode collapse?)")
+    return out
+
+
+def _timeline(t0: float, jobs: list[dict], events: list[dict]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if jobs:
+        items.append({"t": jobs[0]["ts"] - t0, "what": f"first job on {jobs[0]['backend']}"})
+    failed = [j for j in jobs if j["status"] != "ok"]
+    seen: set[tuple[Any, ...]] = set()
+    for j in failed:  # the first of each kind of failure, then a count
+        key = (j["backend"], j["status"], j["error_type"], j["submission_reason"])
+        if key in seen:
+            continue
+        seen.add(key)
+        n = sum(1 for x in failed if (x["backend"], x["status"], x["error_type"], x["submission_reason"]) == key)
+        why = j["error_type"] or j["status"]
+        if j["submission_reason"]:
+            why += f", refused at submission ({j['submission_reason']})"
+        items.append({"t": j["ts"] - t0, "what": f"first {j['status']} on {j['backend']}: {why} ({n} in all)"})
+    for e in events:
+        if e["kind"] == "calibration_snapshot" or (e["kind"] == "fidelity_check"
+                                                    and (e["data"] or {}).get("result") == "pass"):
+            continue
+        data = e["data"] or {}
+        detail = ", ".join(f"{k}={_short(v)}" for k, v in list(data.items())[:4])
+        items.append({"t": e["ts"] - t0, "what": f"{e['kind']} {e['subject'] or ''}".strip() + (f": {detail}"
+                                                                                                  if detail else "")})
+    if jobs:
+        items.append({"t": jobs[-1]["ts"] - t0, "what": f"last job on {jobs[-1]['backend']}"})
+    items.sort(key=lambda x: x["t"])
+    return items[:TIMELINE_LIMIT]
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)[:40]
+
+
+def _errors(jobs: list[dict]) -> list[dict[str, Any]]:
+    c = Counter((j["backend"], j["operation"], j["status"], j["error_type"], j["submission_reason"])
+                for j in jobs if j["status"] != "ok")
+    return [{"backend": b, "operation": o, "status": s, "error_type": e, "submission_reason": r, "jobs": n}
+            for (b, o, s, e, r), n in c.most_common()]
+
+
+def _latency(jobs: list[dict]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for j in jobs:
+        groups.setdefault((j["backend"], j["operation"]), []).append(j)
+    out = []
+    for (b, o), js in sorted(groups.items()):
+        d = [j["duration_s"] for j in js if j["duration_s"] is not None]
+        q = [j["queue_s"] for j in js if j["queue_s"] is not None]
+        out.append({"backend": b, "operation": o, "jobs": len(js),
+                    "p50_s": _quantile(d, 0.5), "p95_s": _quantile(d, 0.95), "p99_s": _quantile(d, 0.99),
+                    "queue_p95_s": _quantile(q, 0.95)})
+    return out
+
+
+def _cost(jobs: list[dict], steps: list[dict]) -> dict[str, Any]:
+    total = sum((Decimal(j["cost"]) for j in jobs if j["cost"] is not None), Decimal(0))
+    currency = next((j["cost_currency"] for j in jobs if j["cost"] is not None), "USD")
+    samples = sum(s["samples"] or 0 for s in steps)
+    shots = sum(j["shots"] or 0 for j in jobs)
+    return {"total": str(total), "currency": currency, "samples": samples, "shots": shots,
+            "per_sample": f"{total / samples:.6g}" if samples else None,
+            "unpriced_jobs": sum(1 for j in jobs if j["cost"] is None)}
+
+
+def _training(steps: list[dict]) -> dict[str, Any] | None:
+    if not steps:
+        return None
+    models = sorted({s["model"] for s in steps})
+    out: dict[str, Any] = {"steps": len(steps), "models": models}
+    kl = [(s["step"], s["metrics"]["kl"]) for s in steps if s["metrics"] and "kl" in s["metrics"]]
+    if kl:
+        best = min(kl, key=lambda x: x[1])
+        out.update(first_kl=kl[0][1], last_kl=kl[-1][1], best_kl=best[1], best_step=best[0])
+    last = steps[-1]["metrics"] or {}
+    out["last"] = {k: last[k] for k in ("g_loss", "d_loss", "grad_norm", "grad_snr", "entropy_bits", "ks")
+                   if k in last}
+    d = [s["duration_s"] for s in steps if s["duration_s"] is not None]
+    out["step_p50_s"], out["step_p95_s"] = _quantile(d, 0.5), _quantile(d, 0.95)
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.1f} ms" if v < 10 else f"{v:.1f} s"
+
+
+def render(r: dict[str, Any]) -> str:
+    run = r["run"]
+    dur = f"{run['ended_at'] - run['started_at']:.1f} s" if run.get("ended_at") else "no end recorded (cut off?)"
+    lines = [f"postmortem of run {run['run_id']}" + (f" ({run['name']})" if run.get("name") else ""),
+             f"  status {run.get('status')}" + (f", exit {run['exit_code']}" if run.get("exit_code") is not None
+                                                 else "") + f"; {dur}; {' '.join(run.get('argv') or [])}", ""]
+    lines.append("findings:" if r["findings"] else "findings: none (no errors, refusals, drift or budget events)")
+    lines += [f"  - {f}" for f in r["findings"]]
+    if r["timeline"]:
+        lines += ["", "timeline (from the run's start):"]
+        lines += [f"  +{_clock(x['t'])}  {x['what']}" for x in r["timeline"]]
+    if r["errors"]:
+        lines += ["", "errors:", f"  {'BACKEND':<22} {'OPERATION':<14} {'STATUS':<10} {'TYPE':<24} JOBS"]
+        for e in r["errors"]:
+            kind = e["error_type"] or "-"
+            if e["submission_reason"]:
+                kind += f" ({e['submission_reason']})"
+            lines.append(f"  {e['backend']:<22} {e['operation']:<14} {e['status']:<10} {kind:<24} {e['jobs']}")
+    if r["latency"]:
+        lines += ["", "job time and queue:", f"  {'BACKEND':<22} {'OPERATION':<14} {'JOBS':>6} {'p50':>10} "
+                      f"{'p95':>10} {'p99':>10} {'QUEUE p95':>10}"]
+        for x in r["latency"]:
+            lines.append(f"  {x['backend']:<22} {x['operation']:<14} {x['jobs']:>6} {_ms(x['p50_s']):>10} "
+                         f"{_ms(x['p95_s']):>10} {_ms(x['p99_s']):>10} {_ms(x['queue_p95_s']):>10}")
+    c = r["cost"]
+    per = f", {c['per_sample']} per sample" if c["per_sample"] is not None else ""
+    lines += ["", f"cost: {c['total']} {c['currency']} for {c['shots']} shots{per}"
+              + (f"; {c['unpriced_jobs']} jobs unpriced" if c["unpriced_jobs"] else "")]
+    t = r["training"]
+    if t:
+        kl = (f"; KL {t['first_kl']:.4f} -> {t['last_kl']:.4f} (best {t['best_kl']:.4f} at step {t['best_step']})"
+              if "first_kl" in t else "")
+        lines.append(f"training: {t['steps']} steps of {', '.join(t['models'])}{kl}; step p50 {_ms(t['step_p50_s'])}")
+    return "\n".join(lines)
+
+
+def _clock(t: float) -> str:
+    t = max(t, 0.0)
+    return f"{int(t // 60):02d}:{t % 60:06.3f}"
+
+
+@click.command()
+@click.argument("run_ref", default="latest")
+@click.option("--store", help="Run store path (default: $QOBS_STORE or ./.qobs/runs.db).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report(run_ref: str, store: str | None, as_json: bool) -> None:
+    """Postmortem of one run (RUN id, prefix, or 'latest'): findings, timeline, errors, latency, cost."""
+    from qobs.cli import _open_store
+
+    r = build(_open_store(store), run_ref)
+    click.echo(json.dumps(r, indent=2, default=str) if as_json else render(r))
