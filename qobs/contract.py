@@ -222,6 +222,8 @@ class Attr:
     RUN_ID = "qobs.run.id"
     MODEL = "qobs.model.name"
     STEP = "qobs.training.step"
+    PARAMETERS = "qobs.job.parameters"
+    COUNTS = "qobs.job.counts"
     ERROR_TYPE = "error.type"
 
 
@@ -258,6 +260,10 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(Attr.RUN_ID, "string", "qobs run id (joins spans to the run store)."),
     Attribute(Attr.MODEL, "string", "Model name of a training loop."),
     Attribute(Attr.STEP, "int", "Training step number."),
+    Attribute(Attr.PARAMETERS, "string", "Opt-in (QOBS_RECORD_PARAMETERS): JSON list of each executed circuit's "
+              "numeric gate parameters (first 8 circuits, 256 values each)."),
+    Attribute(Attr.COUNTS, "string", "Opt-in (QOBS_RECORD_RESULTS): JSON list of each executed circuit's measured "
+              "counts (first 8 circuits, 64 most frequent outcomes each)."),
     Attribute(Attr.ERROR_TYPE, "string", "Exception class or provider error code (OpenTelemetry's error.type)."),
 )
 

@@ -216,6 +216,12 @@ def finish_job(handle: JobHandle) -> None:
         _record_metrics(rec)
     except Exception as exc:  # noqa: BLE001
         report_internal("metrics", exc)
+    rt = runtime.current()
+    if rt is not None and (rt.settings.record_parameters or rt.settings.record_results):
+        try:
+            _record_opt_in(rec, rt.settings)
+        except Exception as exc:  # noqa: BLE001
+            report_internal("record_opt_in", exc)
     if handle.span is not None:
         try:
             _end_span(handle)
@@ -225,6 +231,47 @@ def finish_job(handle: JobHandle) -> None:
         _store_job(handle)
     except Exception as exc:  # noqa: BLE001
         report_internal("store", exc)
+
+
+OPT_IN_CIRCUITS, OPT_IN_VALUES, OPT_IN_OUTCOMES = 8, 256, 64
+
+
+def _record_opt_in(rec: JobRecord, settings: Any) -> None:
+    """Circuit parameters and measured counts, only when the user turned them on (JSON attributes)."""
+    import json
+
+    if settings.record_parameters:
+        circuits = rec.context.get(CTX_CIRCUITS)
+        if circuits is not None:
+            if not isinstance(circuits, (list, tuple)):
+                circuits = [circuits]
+            params = [_parameters_of(circuits[i]) for i in range(min(len(circuits), OPT_IN_CIRCUITS))]
+            rec.attributes[Attr.PARAMETERS] = json.dumps(params)
+    if settings.record_results:
+        counts = rec.context.get(CTX_COUNTS)
+        if counts:
+            if isinstance(counts, dict):
+                counts = [counts]
+            top = [dict(sorted((c or {}).items(), key=lambda kv: -kv[1])[:OPT_IN_OUTCOMES])
+                   for c in (counts[i] for i in range(min(len(counts), OPT_IN_CIRCUITS)))]
+            rec.attributes[Attr.COUNTS] = json.dumps(top)
+
+
+def _parameters_of(circuit: Any) -> list[float]:
+    """Numeric gate parameters of a bound circuit (Qiskit) or tape (PennyLane), in order."""
+    if hasattr(circuit, "get_parameters"):  # a PennyLane QuantumScript
+        values = circuit.get_parameters(trainable_only=False)
+    else:
+        values = [p for inst in getattr(circuit, "data", ()) for p in getattr(inst.operation, "params", ())]
+    out: list[float] = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            continue  # an unbound parameter or a non-numeric argument
+        if len(out) >= OPT_IN_VALUES:
+            break
+    return out
 
 
 def record_job(record: JobRecord) -> None:
