@@ -65,7 +65,11 @@ TABLES = ("runs", "jobs", "steps", "events")
 _JSON_COLUMNS = {"argv", "extra", "attrs", "metrics", "data"}
 
 
-def connect(path: str | os.PathLike[str], *, create: bool = True, timeout: float = 10.0) -> sqlite3.Connection:
+BUSY_TIMEOUT_S = 10.0
+
+
+def connect(path: str | os.PathLike[str], *, create: bool = True,
+            timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open (and migrate) a store. Raises StoreError with one clear line."""
     p = Path(path)
     if not create and not p.exists():
@@ -169,7 +173,7 @@ class Writer:
         self._q.put((table, row, "insert"))
         if time.monotonic() - self._last_drain > self._starved_after:
             self.inline_drains += 1
-            self._drain()
+            self._drain(busy_ms=INLINE_BUSY_MS)  # on the user's thread: never wait long for a lock
 
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
@@ -206,7 +210,7 @@ class Writer:
             self._wake.clear()
             self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, busy_ms: int | None = None) -> None:
         batch: list[tuple[str, dict[str, Any], str]] = []
         with self._idle:
             while True:
@@ -217,21 +221,36 @@ class Writer:
             self._in_flight += len(batch)
         try:
             if batch:
-                self._write(batch)
+                self._write(batch, busy_ms)
         finally:
             self._last_drain = time.monotonic()
             with self._idle:
                 self._in_flight -= len(batch)
                 self._idle.notify_all()
 
-    def _write(self, batch: list[tuple[str, dict[str, Any], str]]) -> None:
+    def _write(self, batch: list[tuple[str, dict[str, Any], str]], busy_ms: int | None = None) -> None:
+        """Commit ``batch``. With ``busy_ms`` (an inline drain), a locked store gives the rows back to the
+        queue for the writer thread instead of making the caller wait for the lock."""
         conn = self._conn()
-        for table, op, rows in _groups(batch):
-            try:
-                self._exec(conn, table, op, rows)
-            except Exception as exc:  # noqa: BLE001 - a full disk or bad row must not kill the writer
-                self.dropped += len(rows)
-                report_internal("store", exc)
+        if busy_ms is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        try:
+            for table, op, rows in _groups(batch):
+                try:
+                    self._exec(conn, table, op, rows)
+                except sqlite3.OperationalError as exc:
+                    if busy_ms is not None and ("locked" in str(exc) or "busy" in str(exc)):
+                        for row in rows:
+                            self._q.put((table, row, op))  # the writer thread commits them once the lock is gone
+                        continue
+                    self.dropped += len(rows)
+                    report_internal("store", exc)
+                except Exception as exc:  # noqa: BLE001 - a full disk or bad row must not kill the writer
+                    self.dropped += len(rows)
+                    report_internal("store", exc)
+        finally:
+            if busy_ms is not None:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def _exec(self, conn: sqlite3.Connection, table: str, op: str, rows: list[dict[str, Any]]) -> None:
         if table not in TABLES:
@@ -259,6 +278,7 @@ class Writer:
                 conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", row)
 
 
+INLINE_BUSY_MS = 50  # how long an inline drain (on the user's thread) waits for a locked store
 _MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
 
 

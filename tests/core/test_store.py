@@ -166,3 +166,37 @@ def test_forked_workers_write_to_the_parents_run_and_do_not_end_it(tmp_path: Pat
     assert tuple(conn.execute("SELECT COUNT(DISTINCT run_id), COUNT(*) FROM jobs").fetchone()) == (1, 15)
     runs = conn.execute("SELECT status FROM runs").fetchall()
     assert [r[0] for r in runs] == ["finished"]
+
+
+def test_a_locked_store_neither_blocks_the_user_on_the_lock_nor_loses_rows(tmp_path: Path) -> None:
+    """Another process holds the store's write lock while the user's thread keeps recording.
+
+    The lock is released only after the user's loop has finished. If an inline drain on the user's
+    thread waited for the lock, it would wait out the busy timeout and drop its rows; it must instead
+    hand them back to the writer thread, which commits them once the lock is gone.
+    """
+    import threading
+
+    from qobs.store import Writer
+
+    path = tmp_path / "runs.db"
+    w = Writer(path, flush_interval=0.01)
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Event()
+    t = threading.Thread(target=lambda: (release.wait(60), holder.execute("COMMIT")))
+    t.start()
+    try:
+        for i in range(200):  # the writer thread is stuck on the lock: these inserts drain inline, and give up
+            w.insert("events", {"run_id": "r", "ts": float(i), "kind": "k", "subject": str(i)})
+            if i % 20 == 0:
+                threading.Event().wait(0.03)  # let the writer fall behind, as a busy program would
+        assert w.inline_drains > 0  # the inline path ran while the store was locked
+    finally:
+        release.set()
+        t.join()
+    w.flush(30)
+    w.close()
+    conn = sqlite3.connect(path)
+    assert sorted(int(s) for (s,) in conn.execute("SELECT subject FROM events")) == list(range(200))
+    assert w.dropped == 0
