@@ -11,7 +11,8 @@ from qobs.errors import ConfigError, QobsError
 
 @click.command("probe")
 @click.option("--backend", "backend_name", required=True,
-              help="aer_simulator, sim_<name> (qobs.sim), fake_<name> (IBM fake backends).")
+              help="aer_simulator, sim_<name> (qobs.sim), fake_<name> (IBM fake backends) or a PennyLane "
+              "device (default.qubit).")
 @click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(0.0), help="Seconds between probes.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(0),
               help="Probes to run (0: until interrupted).")

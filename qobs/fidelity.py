@@ -336,7 +336,7 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
         backend = resolve_backend(backend)
     name = backend_name(backend)
     provider = getattr(backend, "provider_name", None) or "qiskit"
-    circ = _isa(backend, seed)
+    circ = reference_circuit() if isinstance(backend, PennyLaneProbeBackend) else _isa(backend, seed)
     telemetry.check_submit(telemetry.SubmitRequest("probe", name, provider, shots, 1, purpose="probe",
                                                    backend_obj=backend, circuit_objs=[circ]))
     ctx: dict[str, Any] = {"seen": False}
@@ -390,6 +390,46 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
     return ProbeResult(name, f, record_check(name, f), dict(counts), seconds, jid)
 
 
+class PennyLaneProbeBackend:
+    """A PennyLane device behind the probe's ``run(circuit, shots)``: the same GHZ circuit, as a QNode.
+
+    Its execution goes through the PennyLane adapter when instrumented (recorded with purpose probe).
+    """
+
+    provider_name = "pennylane"
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+        self.name = getattr(device, "short_name", None) or getattr(device, "name", "pennylane")
+
+    def run(self, circuit: Any, shots: int) -> Any:
+        import pennylane as qml
+
+        n = circuit.num_qubits
+
+        def ghz() -> Any:
+            qml.Hadamard(wires=0)
+            for i in range(n - 1):
+                qml.CNOT(wires=[i, i + 1])
+            return qml.counts(wires=range(n))
+
+        counts = qml.QNode(ghz, self.device, shots=shots)()
+        return _Done({str(k): int(v) for k, v in counts.items()})
+
+
+class _Done:
+    """A finished probe job (PennyLane executes synchronously)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def result(self) -> Any:
+        return self
+
+    def get_counts(self, _index: int = 0) -> dict[str, int]:
+        return self.counts
+
+
 def _submission_reason(exc: BaseException) -> str:
     n = type(exc).__name__.lower()
     if isinstance(exc, PermissionError) or "credential" in n or "auth" in n or "token" in n:
@@ -434,6 +474,9 @@ def resolve_backend(name: str) -> Any:
     if name.startswith(("default.", "lightning.")):
         import pennylane as qml
 
-        return qml.device(name)
+        try:
+            return PennyLaneProbeBackend(qml.device(name, wires=3))
+        except Exception as exc:  # noqa: BLE001 - a plugin device that cannot be built here
+            raise ConfigError(f"cannot create PennyLane device {name!r}: {type(exc).__name__}: {exc}") from None
     raise ConfigError(f"unknown backend {name!r}: expected aer_simulator, sim_<name> (qobs.sim), fake_<name> "
                       "or a PennyLane device name")

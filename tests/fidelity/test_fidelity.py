@@ -120,3 +120,16 @@ def test_probe_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "qobs.cli", "probe", "--backend", "nowhere"], capture_output=True,
                        text=True, env={**env, "QOBS_STORE": str(store)}, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown backend" in r.stderr
+
+
+def test_probe_on_a_pennylane_device(qobs_run, metric):
+    pytest.importorskip("pennylane")
+    before = metric("qobs_shots_total", backend="default.qubit", provider="pennylane", purpose="probe")
+    r = fidelity.probe("default.qubit", shots=2000)
+    assert sum(r.counts.values()) == 2000 and set(r.counts) <= {"000", "111"}  # an ideal GHZ state
+    p0 = r.counts.get("000", 0) / 2000
+    assert r.fidelity == pytest.approx((0.5 ** 0.5 * (p0 ** 0.5 + (1 - p0) ** 0.5)) ** 2)  # Hellinger, by hand
+    # recorded once, by the PennyLane adapter, as probe traffic
+    assert metric("qobs_shots_total", backend="default.qubit", provider="pennylane", purpose="probe") - before == 2000
+    with pytest.raises(qobs.errors.ConfigError, match=r"default\.nope"):
+        fidelity.probe("default.nope")
