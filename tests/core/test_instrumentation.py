@@ -170,6 +170,53 @@ def test_failures_inside_qobs_do_not_change_results(qobs_run, metric):
     assert metric("qobs_jobs_total", backend="bx", provider="p", operation="sampler", status="ok") == jobs0 + 1
 
 
+def test_broken_listener_and_metrics_leave_real_results_and_user_errors_unchanged(qobs_run, metric, monkeypatch):
+    """A seeded Aer job gives the same counts plain and under a qobs whose listener and metrics both fail;
+    the user's own error keeps its type and message."""
+    pytest.importorskip("qiskit_aer")
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+    from qiskit_aer.primitives import SamplerV2
+
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.ry(0.7, 2)
+    qc.measure_all()
+    unbound = QuantumCircuit(1)
+    unbound.rx(Parameter("x"), 0)
+    unbound.measure_all()
+
+    def run() -> tuple[dict[str, int], str]:
+        sampler = SamplerV2(seed=5, options={"backend_options": {"max_parallel_threads": 1}})
+        counts = sampler.run([qc], shots=500).result()[0].data.meas.get_counts()
+        try:
+            sampler.run([unbound], shots=10).result()
+        except Exception as exc:  # noqa: BLE001 - the user's error is what is compared
+            return counts, f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        raise AssertionError("an unbound circuit must fail")
+
+    qobs.uninstrument()
+    plain = run()
+    qobs.instrument()
+
+    def broken_listener(record: telemetry.JobRecord) -> None:
+        raise RuntimeError("bug in a listener")
+
+    def broken_metrics(rec: telemetry.JobRecord) -> None:
+        raise ZeroDivisionError("bug in the metrics")
+
+    monkeypatch.setattr(telemetry, "_record_metrics", broken_metrics)
+    before = metric("qobs_internal_errors_total", component="metrics")
+    telemetry.add_job_listener(broken_listener)
+    try:
+        observed = run()
+    finally:
+        telemetry.remove_job_listener(broken_listener)
+    assert observed == plain
+    assert metric("qobs_internal_errors_total", component="metrics") - before == 2  # both jobs, contained
+
+
 def test_user_sitecustomize_still_runs_under_qobs_run(tmp_path: Path):
     user = tmp_path / "usersite"
     user.mkdir()

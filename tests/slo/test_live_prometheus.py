@@ -2,9 +2,8 @@
 
 The run is a separate Python process driving ``qobs.sim.SimulatedQPU`` (the simulated remote QPU,
 ``failure_rate=0.5``) through the Qiskit adapter, with its metrics served by prometheus_client's
-``start_http_server`` on a free loopback port. When ``qobs.sim`` cannot run here (no
-qiskit-ibm-runtime), it falls back to calling ``qobs.telemetry.start_job/finish_job`` directly with
-statuses ok/error, as the adapters do. The SLO is a game-day spec: a 10m window with a 30s/10s
+``start_http_server`` on a free loopback port (qiskit-ibm-runtime, a dev dependency, gives the
+simulated QPU its device model). The SLO is a game-day spec: a 10m window with a 30s/10s
 burn-rate tier, so the page can fire within seconds; everything else is the production generator.
 """
 
@@ -39,27 +38,17 @@ WORKLOAD = textwrap.dedent("""
     qobs.configure(store="off")
     qobs.instrument()
     start_http_server(port, addr="127.0.0.1")
-    try:
-        from qiskit import QuantumCircuit
-        from qobs.sim import SimulatedQPU
-        backend = SimulatedQPU("sim_manila", seed=3, failure_rate=0.5, time_scale=0.0)
-        qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()
-        print("mode: qobs.sim", flush=True)
+    from qiskit import QuantumCircuit
+    from qobs.sim import SimulatedQPU
+    backend = SimulatedQPU("sim_manila", seed=3, failure_rate=0.5, time_scale=0.0)
+    qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()
+    print("mode: qobs.sim", flush=True)
 
-        def one(i):
-            try:
-                backend.run(qc, shots=32).result()
-            except Exception:
-                pass
-    except Exception as exc:  # no qiskit-ibm-runtime: drive the telemetry pipeline directly
-        from qobs import telemetry
-        print(f"mode: telemetry ({exc!r})", flush=True)
-
-        def one(i):
-            h = telemetry.start_job("backend_run", "sim_manila", "qobs.sim", shots_requested=32)
-            h.record.status = "error" if i % 2 else "ok"
-            telemetry.finish_job(h)
-            time.sleep(0.05)
+    def one(i):
+        try:
+            backend.run(qc, shots=32).result()
+        except Exception:
+            pass
     deadline = time.monotonic() + 240
     i = 0
     while time.monotonic() < deadline:
@@ -119,6 +108,8 @@ def test_burn_rate_page_fires_in_a_real_prometheus(prometheus_bin, tmp_path):
     base = f"http://127.0.0.1:{prom_port}"
     try:
         _wait(lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200, 30, "prometheus ready", prom)
+        assert workload.stdout is not None
+        assert workload.stdout.readline().strip() == "mode: qobs.sim"  # real jobs through the Qiskit adapter
         groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
         assert {g["name"] for g in groups} == {"slo-gameday-jobs", "qobs-health"}
 
