@@ -2,6 +2,7 @@
 
 ``SimulatedQPU`` is a Qiskit BackendV2 (Aer + FakeManilaV2 noise, needs ``qiskit-ibm-runtime``)
 with queue delays, faults, credential expiry and calibration drift; see ``qobs.sim.backend``.
+``qobs.sim.pennylane.SimulatedQPUDevice`` is the same QPU as a PennyLane device.
 """
 
 from __future__ import annotations
