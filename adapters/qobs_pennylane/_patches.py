@@ -234,9 +234,16 @@ class _Job:
     def __init__(self, dev: Any, circuits: Any, purpose: str) -> None:
         self.name = str(dev.name)
         self.purpose = purpose
-        self.tapes = (circuits,) if isinstance(circuits, QuantumScript) else tuple(circuits)
+        tapes = (circuits,) if isinstance(circuits, QuantumScript) else tuple(circuits)
+        self.tapes = tapes
+        if len(tapes) == 1:  # the common case (a forward pass): no set, no loop
+            n = tapes[0].shots.total_shots
+            self.analytic = 1 if n is None else 0
+            self.shots = 0 if n is None else n
+            self.shots_requested = n
+            return
         total, analytic, per = 0, 0, set()
-        for t in self.tapes:
+        for t in tapes:
             n = t.shots.total_shots
             if n is None:
                 analytic += 1
@@ -248,13 +255,21 @@ class _Job:
         self.shots_requested = per.pop() if len(per) == 1 and not analytic else None
 
 
+# Plain try/except rather than ``contained()`` in the per-execution path: a generator-based context
+# manager costs about 1 us per use, and this path used four of them per device call. Same semantics:
+# an ``Exception`` raised by qobs code is reported and swallowed; anything else propagates.
+
 def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: Any, circuits: Any,
              args: tuple, kwargs: dict) -> Any:
-    job: _Job | None = None
-    with contained(COMPONENT):
+    job: _Job | None
+    try:
         job = _Job(dev, circuits, "gradient" if derivative else _scope.get())
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
+        job = None
     target: Any = None
     rerouted: tuple[str, str | None] | None = None
+    handle = None
     if job is not None:
         try:
             decision = telemetry.check_submit(SubmitRequest(
@@ -269,12 +284,12 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
             with contained(COMPONENT):
                 job.name = str(decision.fallback_name or getattr(target, "name", None) or job.name)
                 rerouted = (str(dev.name), decision.reason)
-    handle = None
-    if job is not None:
-        with contained(COMPONENT):
+        try:
             handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
-    if job is not None and not isinstance(circuits, (QuantumScript, tuple, list)):
-        circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
+        if not isinstance(circuits, (QuantumScript, tuple, list)):
+            circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
     token = _inside.set(True)
     t0 = time.perf_counter()
     try:
@@ -286,14 +301,18 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
         elapsed = time.perf_counter() - t0
         _inside.reset(token)
         if handle is not None:
-            with contained(COMPONENT):
+            try:
                 _finish(handle, job, dev if target is None else target, None, elapsed, exc, rerouted, derivative)
+            except Exception as internal:  # noqa: BLE001
+                report_internal(COMPONENT, internal)
         raise
     elapsed = time.perf_counter() - t0
     _inside.reset(token)
     if handle is not None:
-        with contained(COMPONENT):
+        try:
             _finish(handle, job, dev if target is None else target, result, elapsed, None, rerouted, derivative)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
     return result
 
 
@@ -307,7 +326,7 @@ def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: 
     rec.execution_s = elapsed
     rec.simulator = True if job.name.startswith(SIMULATOR_PREFIXES) else None
     stats = _stats.stats
-    rec.stats = [stats(t) for t in tapes]
+    rec.stats = [stats(tapes[0])] if len(tapes) == 1 else [stats(t) for t in tapes]
     rec.trainable_params = _trainable(tapes)
     attrs = rec.attributes
     attrs[Attr.ANALYTIC] = job.analytic == len(tapes)
@@ -336,6 +355,9 @@ def _trainable(tapes: tuple) -> int | None:
     ``tape.num_params`` on a tape whose trainable parameters were never set walks every operation
     (about 35 us for 33 gates): it is asked of the first tape only; the others count when known.
     """
+    if len(tapes) == 1:
+        tp = getattr(tapes[0], "_trainable_params", None)
+        return len(tp) if tp is not None else tapes[0].num_params
     known = [len(tp) for t in tapes if (tp := getattr(t, "_trainable_params", None)) is not None]
     if len(known) < len(tapes) and tapes:
         known.append(tapes[0].num_params)

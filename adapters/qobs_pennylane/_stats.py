@@ -36,7 +36,7 @@ misses = 0
 
 def _controlled_labels(op: Any) -> Hashable:
     hp = op._hyperparameters  # private fields, checked against ``op.wires`` per type in ``_getter``
-    return hp["control_wires"]._labels, hp["base"]._wires._labels
+    return hp["control_wires"]._labels + hp["base"]._wires._labels  # = op.wires: control, then target
 
 
 def _getter(op: Any) -> Callable[[Any], Hashable]:
@@ -66,7 +66,7 @@ def _getter(op: Any) -> Callable[[Any], Hashable]:
                 Controlled = None
             if (Controlled is not None and isinstance(op, Controlled) and prop is Controlled.__dict__.get("wires")
                     and op.base is op._hyperparameters["base"]
-                    and tuple(_controlled_labels(op)[0] + _controlled_labels(op)[1]) == labels):
+                    and tuple(_controlled_labels(op)) == labels):
                 g = _controlled_labels
     except Exception:  # noqa: BLE001 - an exotic operator type: the generic getter is exact
         g = _wire_labels
@@ -76,15 +76,20 @@ def _getter(op: Any) -> Callable[[Any], Hashable]:
 
 
 def structure_key(tape: Any) -> Hashable:
-    """Operation types and wires, measurement types and wires (no parameter values)."""
+    """Operation types and wires, measurement types and wires (no parameter values).
+
+    Built as flat tuples (the types, then one label tuple per operation), which build and hash
+    faster than a tuple of (type, labels) pairs: about 4.5 vs 5.7 us for the 33-gate tape.
+    """
     getters = _getters
-    parts = []
-    append = parts.append
-    for op in tape.operations:
-        g = getters.get(type(op)) or _getter(op)
-        append((type(op), g(op)))
+    ops = tape.operations
+    types = tuple(map(type, ops))
+    try:
+        labels = tuple([getters[tp](op) for tp, op in zip(types, ops, strict=True)])
+    except KeyError:  # an operator type not seen yet
+        labels = tuple([(getters.get(tp) or _getter(op))(op) for tp, op in zip(types, ops, strict=True)])
     # Measurement wires, not ``tape.wires``: that cached property costs about 75 us on a fresh tape.
-    return tuple(parts), tuple([(type(m), tuple(m.wires)) for m in tape.measurements])
+    return types, labels, tuple([(type(m), tuple(m.wires)) for m in tape.measurements])
 
 
 def compute(tape: Any) -> CircuitStats:
