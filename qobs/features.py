@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from qobs import config
-from qobs.errors import contained
+from qobs.errors import contained, report_internal
 
 _settings: config.Settings | None = None
 _active = False
@@ -26,20 +26,30 @@ def settings() -> config.Settings:
     return _settings
 
 
-def on_job(record: Any) -> None:
-    """The one job listener: mark probe jobs, price, count against budgets, probe fidelity, snapshot."""
-    from qobs import budgets, calibration, cost, fidelity
+_steps: tuple[tuple[str, Any], ...] | None = None
 
-    with contained("probe_mark"):
-        fidelity.mark_probe(record)
-    with contained("cost"):
-        cost.on_job(record)
-    with contained("budgets"):
-        budgets.on_job(record)
-    with contained("fidelity"):
-        fidelity.on_job(record)
-    with contained("calibration"):
-        calibration.on_job(record)
+
+def _listener_steps() -> tuple[tuple[str, Any], ...]:
+    global _steps
+    if _steps is None:
+        from qobs import budgets, calibration, cost, fidelity
+
+        _steps = (("probe_mark", fidelity.mark_probe), ("cost", cost.on_job), ("budgets", budgets.on_job),
+                  ("fidelity", fidelity.on_job), ("calibration", calibration.on_job))
+    return _steps
+
+
+def on_job(record: Any) -> None:
+    """The one job listener: mark probe jobs, price, count against budgets, probe fidelity, snapshot.
+
+    Each step is contained on its own (a failing one is counted and the next still runs); plain
+    try/except rather than ``contained()`` because this runs once per job.
+    """
+    for component, step in _steps or _listener_steps():
+        try:
+            step(record)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(component, exc)
 
 
 def guard(request: Any) -> Any:

@@ -117,6 +117,7 @@ def instrument(names: tuple[str, ...] | None = None) -> list[str]:
             module = sys.modules.get(mod_name)
             if module is not None:
                 _notify(mod_name, module)
+        _update_pending()
         return sorted(_active)
 
 
@@ -127,8 +128,7 @@ def uninstrument() -> None:
             with contained(f"adapter:{name}"):
                 act.adapter.uninstrument()
         _active.clear()
-        if _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+        _update_pending()
 
 
 def active() -> list[str]:
@@ -146,6 +146,21 @@ def _notify(mod_name: str, module: ModuleType) -> None:
                 act.done.add(mod_name)
                 with contained(f"adapter:{name}"):
                     act.adapter.on_import(module, act.patcher)
+        _update_pending()
+
+
+# Modules some active adapter still waits for. The finder sits on sys.meta_path only while this is not
+# empty: it runs on every import that misses sys.modules (PennyLane tries to import jax on every call).
+_pending: frozenset[str] = frozenset()
+
+
+def _update_pending() -> None:
+    global _pending
+    _pending = frozenset(m for a in _active.values() for m in a.adapter.modules if m not in a.done)
+    if _pending:
+        _ensure_finder()
+    elif _finder in sys.meta_path:
+        sys.meta_path.remove(_finder)
 
 
 class _HookLoader(importlib.abc.Loader):
@@ -170,7 +185,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         self._busy = threading.local()
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if not _active or fullname not in {m for a in _active.values() for m in a.adapter.modules}:
+        if fullname not in _pending:
             return None
         busy = getattr(self._busy, "names", None)
         if busy is None:
