@@ -1,7 +1,7 @@
 """The Qiskit hooks. Imported only once qiskit is (see ``QiskitAdapter.on_import``).
 
-Every piece of qobs code here runs inside ``contained``; the user's call runs outside it, so its
-exceptions reach the user unchanged and its return values are the SDK's own objects.
+Every piece of qobs code here runs inside ``_contained`` (``qobs.errors.contained``); the user's
+call runs outside it, so its exceptions reach the user unchanged and its return values are the SDK's own objects.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextvars
 import copy
 import functools
 import heapq
+import itertools
 import math
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from qobs import telemetry
 from qobs.contract import Attr, Span
-from qobs.errors import contained
+from qobs.errors import report_internal
 from qobs.telemetry import (
     CTX_BACKEND,
     CTX_CIRCUITS,
@@ -46,6 +47,25 @@ TWO_Q_BEFORE = "quantum.circuit.two_qubit_gates_before_transpile"
 _IDENT_MAX = 4096   # circuit objects remembered by identity
 _STRUCT_MAX = 512   # circuit structures remembered
 _RESULT_WAIT_S = 5.0
+
+
+class _Contained:
+    """``qobs.errors.contained(COMPONENT)`` without a generator per use (this runs several times per
+    job): a failure of qobs code is counted and swallowed, never raised to the user."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: Any, exc: Any, tb: Any) -> bool:
+        if tp is not None and issubclass(tp, Exception):
+            report_internal(COMPONENT, exc)
+            return True
+        return False
+
+
+_contained = _Contained()
 
 
 class _TLS(threading.local):
@@ -171,11 +191,37 @@ def _hook_init_subclass(patcher: Any, base: type, name: str, make: Callable[[Any
             own.__func__(cls, **kwargs)
         else:
             super(base, cls).__init_subclass__(**kwargs)
-        with contained(COMPONENT):
+        with _contained:
             _hook_class(cls, name, make)
 
     __init_subclass__.__qobs_wrapped__ = own or object.__init_subclass__  # type: ignore[attr-defined]
     patcher.wrap(base, "__init_subclass__", lambda _orig: classmethod(__init_subclass__))
+
+
+# --- SDK names, imported on first use (importing this module must not import more than qiskit) ---
+@functools.cache
+def _qc_type() -> type:
+    from qiskit import QuantumCircuit
+
+    return QuantumCircuit
+
+
+@functools.cache
+def _pub_type(kind: str) -> type:
+    if kind == "sampler":
+        from qiskit.primitives.containers.sampler_pub import SamplerPub
+
+        return SamplerPub
+    from qiskit.primitives.containers.estimator_pub import EstimatorPub
+
+    return EstimatorPub
+
+
+@functools.cache
+def _otel_trace() -> Any:
+    from opentelemetry import trace
+
+    return trace
 
 
 # --- descriptions ------------------------------------------------------------------------------
@@ -290,14 +336,11 @@ def _default_precision(prim: Any) -> float | None:
 
 def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
     desc = _primitive_desc(prim, kind)
+    Pub = _pub_type(kind)
     if kind == "sampler":
-        from qiskit.primitives.containers.sampler_pub import SamplerPub as Pub
-
         shots = kwargs.get("shots")
         arg = shots if shots is not None else _default_shots(prim)
     else:
-        from qiskit.primitives.containers.estimator_pub import EstimatorPub as Pub
-
         precision = kwargs.get("precision")
         arg = precision if precision is not None else _default_precision(prim)
     coerced = []
@@ -340,8 +383,7 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
 
 
 def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
-    from qiskit import QuantumCircuit
-
+    QuantumCircuit = _qc_type()
     desc = _Desc("backend_run", "", "")
     _describe_backend(desc, backend)
     circuits = [run_input] if isinstance(run_input, QuantumCircuit) else list(run_input)
@@ -372,8 +414,7 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
 
 def _parent(circuits: list[Any]) -> Any:
     """The OTel context to parent the job span on: the active span, else a circuit's traceparent."""
-    from opentelemetry import trace
-
+    trace = _otel_trace()
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return None  # no tracing: nothing to parent
     if trace.get_current_span().get_span_context().is_valid:
@@ -438,28 +479,48 @@ def _transpile_share(circ: Any) -> float | None:
 
 # --- jobs --------------------------------------------------------------------------------------
 class _Tracker:
-    """An observed job until its outcome is recorded (exactly once, whoever gets there first)."""
+    """An observed job until its outcome is recorded (exactly once, whoever gets there first).
 
-    __slots__ = ("_claim", "ctx", "desc", "done", "gen", "handle", "job", "t_done", "t_end", "t_run")
+    Light on purpose (locks, not an ``Event``/list): trackers of completed jobs wait in the
+    finisher's queue for its grace period, and every container object kept alive there counts
+    towards the cyclic GC's thresholds. ``_release`` drops the heavy references (job, record,
+    result) as soon as the job is recorded.
+    """
+
+    __slots__ = ("_claim", "_done", "ctx", "desc", "gen", "handle", "job", "released", "t_done", "t_end",
+                 "t_run")
 
     def __init__(self, handle: JobHandle, desc: _Desc) -> None:
-        self.handle, self.desc = handle, desc
+        self.handle: Any = handle
+        self.desc: Any = desc
         self.job: Any = None
-        self._claim = [True]
-        self.done = threading.Event()
+        self._claim = threading.Lock()   # taken (non-blocking) by whoever records the job
+        self._done = threading.Lock()    # held until the job is recorded
+        self._done.acquire()
+        self.released = False
         self.gen = _state.generation
         self.t_run: float | None = None
         self.t_end: float | None = None
         self.t_done: float | None = None  # when the job's future completed
         # Listeners run in the submitter's context (contextvars), whichever thread records the job.
-        self.ctx = contextvars.copy_context()
+        self.ctx: Any = contextvars.copy_context()
 
     def take(self) -> bool:
-        try:
-            self._claim.pop()  # atomic: only one caller gets the item
-            return True
-        except IndexError:
-            return False
+        return self._claim.acquire(False)  # atomic: only one caller gets it
+
+    def is_done(self) -> bool:
+        return self.released
+
+    def set_done(self) -> None:
+        if not self.released:
+            self.released = True
+            self._done.release()
+
+    def wait_done(self, timeout: float) -> None:
+        if self.released:
+            return
+        if self._done.acquire(timeout=timeout):
+            self._done.release()
 
 
 def _start(desc: _Desc) -> JobHandle:
@@ -492,14 +553,14 @@ def _request(desc: _Desc) -> SubmitRequest:
 def _check(desc: _Desc) -> Any:
     """Ask the guards. A refusal is recorded (status error, reason budget) and re-raised unchanged."""
     req = None
-    with contained(COMPONENT):
+    with _contained:
         req = _request(desc)
     if req is None:
         return None
     try:
         return telemetry.check_submit(req)
     except SubmissionRefused as exc:
-        with contained(COMPONENT):
+        with _contained:
             h = _start(desc)
             h.record.status, h.record.submission_reason = "error", getattr(exc, "reason", "budget") or "budget"
             h.record.error_type = type(exc).__name__
@@ -562,14 +623,14 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
              describe: Callable[[], _Desc]) -> Any:
     """Submit a job through ``orig`` with telemetry around it."""
     desc = None
-    with contained(COMPONENT):
+    with _contained:
         desc = describe()
     if desc is None:
         return _scoped(orig, target, args, kwargs, None)
     decision = _check(desc)
     requested, unsupported = None, False
     if decision is not None:
-        with contained(COMPONENT):
+        with _contained:
             before = desc.backend
             new = _reroute(desc, decision, target, kind)
             if new is None:
@@ -577,7 +638,7 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
             else:
                 target, requested = new, before
     tracker = None
-    with contained(COMPONENT):
+    with _contained:
         handle = _start(desc)
         if decision is not None:
             _fallback_attrs(handle, requested, decision, unsupported)
@@ -594,14 +655,14 @@ def _scoped(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str
     try:
         job = orig(target, *args, **kwargs)
     except BaseException as exc:
-        with contained(COMPONENT):
+        with _contained:
             _submission_failed(tracker, exc)
         raise
     finally:
         tls.depth -= 1
         tls.current = prev
     if tracker is not None:
-        with contained(COMPONENT):
+        with _contained:
             _track(job, tracker)
     return job
 
@@ -717,9 +778,14 @@ def _settle(tracker: _Tracker, status: str) -> None:
 
 
 def _release(tracker: _Tracker) -> None:
-    tracker.done.set()
-    if tracker.job is not None and _pending.get(id(tracker.job)) is tracker:
-        _pending.pop(id(tracker.job), None)
+    job = tracker.job
+    if job is not None and _pending.get(id(job)) is tracker:
+        _pending.pop(id(job), None)
+    # Break the cycle job -> future -> done-callback -> tracker -> job and let the record and the
+    # result go: otherwise every job lives until the cyclic GC runs (or the finisher's grace ends),
+    # and the collections that this garbage triggers cost more than everything else qobs does.
+    tracker.job = tracker.handle = tracker.desc = tracker.ctx = None
+    tracker.set_done()
 
 
 def _on_future_done(tracker: _Tracker, fut: Future) -> None:
@@ -729,7 +795,7 @@ def _on_future_done(tracker: _Tracker, fut: Future) -> None:
     ``result()`` wait for it (a thread hand-off that costs milliseconds on a busy machine)."""
     tracker.t_done = time.perf_counter()
     if fut.cancelled():
-        with contained(COMPONENT):
+        with _contained:
             _from_future(tracker, fut)
         return
     _finisher().defer(tracker)
@@ -771,8 +837,8 @@ class _Finisher:
         q = self._q
         while q and (q[0].t_done or 0.0) <= before:
             t = q.popleft()
-            if not t.done.is_set():
-                with contained(COMPONENT):
+            if not t.is_done():
+                with _contained:
                     fut = getattr(t.job, "_future", None)
                     if isinstance(fut, Future):
                         _from_future(t, fut)
@@ -811,10 +877,10 @@ def _make_result(orig: Callable[..., Any]) -> Callable[..., Any]:
         try:
             out = orig(self, *args, **kwargs)
         except BaseException as exc:
-            with contained(COMPONENT):
+            with _contained:
                 _after_result(tracker, None, exc)
             raise
-        with contained(COMPONENT):
+        with _contained:
             _after_result(tracker, out, None)
         return out
 
@@ -829,7 +895,7 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
         if isinstance(fut, Future):
             if fut.done():
                 _from_future(tracker, fut)
-                tracker.done.wait(_RESULT_WAIT_S)  # if the finisher got there first
+                tracker.wait_done(_RESULT_WAIT_S)  # if the finisher got there first
             return
         status = _final_status(tracker.job)
         if status is None:
@@ -846,7 +912,7 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
         finally:
             _release(tracker)
     else:
-        tracker.done.wait(_RESULT_WAIT_S)
+        tracker.wait_done(_RESULT_WAIT_S)
 
 
 # --- reading outcomes --------------------------------------------------------------------------
@@ -860,13 +926,13 @@ def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | Non
         elif error is not None or failed:
             rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
         else:
-            with contained(COMPONENT):
+            with _contained:
                 rec.context[CTX_RESULT] = result
                 if desc.operation == "backend_run":
                     _read_backend_result(rec, desc, result)
                 else:
                     _read_primitive_result(rec, desc, result)
-        with contained(COMPONENT):
+        with _contained:
             _read_job(rec, tracker)
         end = tracker.t_done if tracker.t_done is not None else tracker.t_end
         if rec.duration_s is None and end is not None:
@@ -977,8 +1043,6 @@ def _counts_or_none(result: Any, i: int) -> dict[str, int] | None:
 
 
 def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
-    import numpy as np
-
     pubs = [p for p in desc.pubs if p is not None]
     index: list[tuple[int, tuple[int, ...]]] = []
     shots = 0
@@ -996,7 +1060,7 @@ def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
                 shots_known = False
             else:
                 shots += int(per) * size
-            index.extend((i, idx) for idx in np.ndindex(*shape)) if shape else index.append((i, ()))
+            index.extend((i, idx) for idx in _ndindex(*shape)) if shape else index.append((i, ()))
         else:
             n = max(int(pubs[i].parameter_values.size), 1) if i < len(pubs) else 1
             per = md.get("shots")
@@ -1015,6 +1079,11 @@ def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
     if desc.operation == "sampler":
         rec.context[CTX_COUNTS] = LazySeq(len(index), lambda k: _pub_counts(result, index[k]))
         rec.context[CTX_CIRCUITS] = LazySeq(len(index), lambda k: _bound_circuit(pubs, index[k]))
+
+
+def _ndindex(*shape: int) -> Iterator[tuple[int, ...]]:
+    """``numpy.ndindex`` (C order, tuples of ints) without importing numpy per job."""
+    return itertools.product(*(range(n) for n in shape))
 
 
 def _bitarray_shots(data: Any) -> int | None:
@@ -1078,8 +1147,8 @@ class _Poller:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-            with contained(COMPONENT):
-                if t.gen != _state.generation or t.done.is_set():
+            with _contained:
+                if t.gen != _state.generation or t.is_done():
                     continue
                 status = _final_status(t.job)
                 if status is not None:
@@ -1095,8 +1164,8 @@ class _Poller:
         with self._cond:
             items = [e[3] for e in self._heap]
         for t in items:
-            with contained(COMPONENT):
-                if t.gen == _state.generation and not t.done.is_set() and \
+            with _contained:
+                if t.gen == _state.generation and not t.is_done() and \
                         not type(t.job).__module__.startswith("qiskit_ibm_runtime"):
                     status = _final_status(t.job)
                     if status is not None:
@@ -1149,7 +1218,7 @@ def _make_generate_pm(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def generate_preset_pass_manager(*args: Any, **kwargs: Any) -> Any:
         pm = orig(*args, **kwargs)
-        with contained(COMPONENT):
+        with _contained:
             backend = kwargs.get("backend")
             if backend is None and len(args) > 1 and hasattr(args[1], "run"):
                 backend = args[1]
@@ -1169,14 +1238,13 @@ def _timed_transpile(orig: Callable[..., Any], args: tuple, kwargs: dict[str, An
     finally:
         _tls.depth -= 1
     dt = time.perf_counter() - t0
-    with contained(COMPONENT):
+    with _contained:
         _record_transpile(circuits, out, dt, backend, t0_ns)
     return out
 
 
 def _record_transpile(circuits: Any, out: Any, dt: float, backend: Any, t0_ns: int) -> None:
-    from qiskit import QuantumCircuit
-
+    QuantumCircuit = _qc_type()
     ins = [circuits] if isinstance(circuits, QuantumCircuit) else list(circuits or [])
     outs = [out] if isinstance(out, QuantumCircuit) else list(out) if isinstance(out, list) else []
     if not outs or not all(isinstance(c, QuantumCircuit) for c in ins + outs) or len(ins) != len(outs):
