@@ -393,8 +393,8 @@ def _coerce(pub_type: Any, pub: Any, arg: Any, kind: str) -> Any:
     key = (id(pub), arg)
     n = len(pub)
     hit = st.pubs.get(key)
-    if hit is not None and hit[1] == n and hit[0]() is pub:
-        return pub_type(pub, hit[2], arg, validate=False)
+    if hit is not None and hit[1] == n and hit[0]() is pub and pub.num_parameters == 0:
+        return pub_type(pub, hit[2], arg, validate=False)  # what validation checks still holds
     out = pub_type.coerce(pub, arg)
     with st.lock:
         st.pubs[key] = (weakref.ref(pub), n, out.parameter_values)
