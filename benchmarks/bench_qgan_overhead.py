@@ -5,7 +5,7 @@ and ``qobs.training`` records every step into a fresh store. The two run in sepa
 (instrumentation patches the SDK process-wide), alternating, ``--pairs`` times; the median CPU times
 are compared (CPU time, because wall time on a shared machine mostly measures the neighbours).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_qgan_overhead.py [--epochs 150] [--pairs 3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_qgan_overhead.py [--epochs 150] [--pairs 7]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _once(mode: str, epochs: int, store: str) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=150)
-    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=7)
     args = ap.parse_args()
     plain, inst = [], []
     with tempfile.TemporaryDirectory() as tmp:
