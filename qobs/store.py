@@ -81,14 +81,30 @@ def connect(path: str | os.PathLike[str], *, create: bool = True,
         raise StoreError(f"cannot open run store {p}: {_reason(exc)}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new store to WAL takes an exclusive lock without SQLite's busy handler: two processes
+        # opening a new store at once see "database is locked" at once. Retry (bounded) as the handler would.
+        _until_unlocked(lambda: conn.execute("PRAGMA journal_mode = WAL"), timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn)
+        _until_unlocked(lambda: _migrate(conn), timeout)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"cannot use run store {p}: {_reason(exc)}") from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _until_unlocked(fn: Any, timeout: float) -> Any:
+    """``fn()``, retried with a short backoff while the store is locked, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _reason(exc: BaseException) -> str:

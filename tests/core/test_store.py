@@ -200,3 +200,23 @@ def test_a_locked_store_neither_blocks_the_user_on_the_lock_nor_loses_rows(tmp_p
     conn = sqlite3.connect(path)
     assert sorted(int(s) for (s,) in conn.execute("SELECT subject FROM events")) == list(range(200))
     assert w.dropped == 0
+
+
+OPEN_AT = textwrap.dedent("""
+    import sys, time
+    from qobs.store import connect
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    connect(sys.argv[1]).close()
+""")
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """A new store's switch to WAL locks without SQLite's busy handler: opening it at once must not fail."""
+    for round_ in range(4):
+        path = tmp_path / f"new-{round_}.db"
+        start_at = time.time() + 1.0  # all three have imported qobs by then
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(path), str(start_at)], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(3)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errors
+        assert store.connect(path, create=False).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
