@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 log = logging.getLogger("qobs")
@@ -56,13 +55,24 @@ def report_internal(component: str, exc: BaseException) -> None:
         pass
 
 
-@contextmanager
-def contained(component: str) -> Iterator[None]:
-    """Run a block of qobs code; swallow and count its failures."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001
-        report_internal(component, exc)
+class contained:
+    """Run a block of qobs code; swallow and count its failures (``Exception``; ``KeyboardInterrupt``
+    and ``SystemExit`` pass). A class rather than a generator: adapters enter it several times per
+    job, and an instance holds no state, so one can be kept and reused (``_contained = contained(C)``)."""
+
+    __slots__ = ("component",)
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if tp is not None and issubclass(tp, Exception):
+            report_internal(self.component, exc)  # type: ignore[arg-type]
+            return True
+        return False
 
 
 def safe(component: str, default: R | None = None) -> Callable[[Callable[P, R]], Callable[P, R | None]]:

@@ -255,18 +255,14 @@ class _Job:
         self.shots_requested = per.pop() if len(per) == 1 and not analytic else None
 
 
-# Plain try/except rather than ``contained()`` in the per-execution path: a generator-based context
-# manager costs about 1 us per use, and this path used four of them per device call. Same semantics:
-# an ``Exception`` raised by qobs code is reported and swallowed; anything else propagates.
+_contained = contained(COMPONENT)  # one reusable instance: entered several times per device call
+
 
 def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: Any, circuits: Any,
              args: tuple, kwargs: dict) -> Any:
-    job: _Job | None
-    try:
+    job: _Job | None = None
+    with _contained:
         job = _Job(dev, circuits, "gradient" if derivative else _scope.get())
-    except Exception as exc:  # noqa: BLE001
-        report_internal(COMPONENT, exc)
-        job = None
     target: Any = None
     rerouted: tuple[str, str | None] | None = None
     handle = None
@@ -276,18 +272,16 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
                 operation=OPERATION, backend=job.name, provider=PROVIDER, shots=job.shots,
                 circuits=len(job.tapes), purpose=job.purpose, backend_obj=dev, circuit_objs=job.tapes))
         except SubmissionRefused as exc:
-            with contained(COMPONENT):
+            with _contained:
                 _refused(job, dev, exc)
             raise
         if decision is not None and decision.fallback is not None:
             target = decision.fallback
-            with contained(COMPONENT):
+            with _contained:
                 job.name = str(decision.fallback_name or getattr(target, "name", None) or job.name)
                 rerouted = (str(dev.name), decision.reason)
-        try:
+        with _contained:
             handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
-        except Exception as exc:  # noqa: BLE001
-            report_internal(COMPONENT, exc)
         if not isinstance(circuits, (QuantumScript, tuple, list)):
             circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
     token = _inside.set(True)
@@ -301,18 +295,14 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
         elapsed = time.perf_counter() - t0
         _inside.reset(token)
         if handle is not None:
-            try:
+            with _contained:
                 _finish(handle, job, dev if target is None else target, None, elapsed, exc, rerouted, derivative)
-            except Exception as internal:  # noqa: BLE001
-                report_internal(COMPONENT, internal)
         raise
     elapsed = time.perf_counter() - t0
     _inside.reset(token)
     if handle is not None:
-        try:
+        with _contained:
             _finish(handle, job, dev if target is None else target, result, elapsed, None, rerouted, derivative)
-        except Exception as exc:  # noqa: BLE001
-            report_internal(COMPONENT, exc)
     return result
 
 

@@ -1,7 +1,7 @@
 """The Qiskit hooks. Imported only once qiskit is (see ``QiskitAdapter.on_import``).
 
-Every piece of qobs code here runs inside ``_contained`` (``qobs.errors.contained``); the user's
-call runs outside it, so its exceptions reach the user unchanged and its return values are the SDK's own objects.
+Every piece of qobs code here runs inside ``contained``; the user's call runs outside it, so its
+exceptions reach the user unchanged and its return values are the SDK's own objects.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from qobs import telemetry
 from qobs.contract import Attr, Span
-from qobs.errors import report_internal
+from qobs.errors import contained
 from qobs.telemetry import (
     CTX_BACKEND,
     CTX_CIRCUITS,
@@ -49,23 +49,7 @@ _STRUCT_MAX = 512   # circuit structures remembered
 _RESULT_WAIT_S = 5.0
 
 
-class _Contained:
-    """``qobs.errors.contained(COMPONENT)`` without a generator per use (this runs several times per
-    job): a failure of qobs code is counted and swallowed, never raised to the user."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, tp: Any, exc: Any, tb: Any) -> bool:
-        if tp is not None and issubclass(tp, Exception):
-            report_internal(COMPONENT, exc)
-            return True
-        return False
-
-
-_contained = _Contained()
+_contained = contained(COMPONENT)  # one reusable instance: entered several times per job
 
 
 class _TLS(threading.local):
