@@ -190,10 +190,10 @@ def _install_exit_hooks() -> None:
     with contained("exit_hooks"):
         from multiprocessing import util as mp_util
 
-        _hooks["finalizer"] = mp_util.Finalize(None, stop, exitpriority=100)
+        _hooks["finalizer"] = mp_util.Finalize(None, _at_exit, exitpriority=100)
         if not _hooks.get("fork_registered"):  # neither registry can forget an entry: register once per process
             _hooks["fork_registered"] = True
-            mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, stop, exitpriority=100))
+            mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, _at_exit, exitpriority=100))
             if hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_after_fork)
 
