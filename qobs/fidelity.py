@@ -391,7 +391,7 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
 
 
 class PennyLaneProbeBackend:
-    """A PennyLane device behind the probe's ``run(circuit, shots)``: the same GHZ circuit, as a QNode.
+    """A PennyLane device behind the probe's ``run(circuit, shots)``: the same reference circuit, as a QNode.
 
     Its execution goes through the PennyLane adapter when instrumented (recorded with purpose probe).
     """
@@ -403,17 +403,19 @@ class PennyLaneProbeBackend:
         self.name = getattr(device, "short_name", None) or getattr(device, "name", "pennylane")
 
     def run(self, circuit: Any, shots: int) -> Any:
+        """``circuit`` (the reference circuit: H and CX, then measure all) as a QNode with ``shots``."""
         import pennylane as qml
 
-        n = circuit.num_qubits
+        gates = {"h": qml.Hadamard, "cx": qml.CNOT}
+        ops = [(gates[inst.operation.name], [circuit.find_bit(q).index for q in inst.qubits])
+               for inst in circuit.data if inst.operation.name not in ("measure", "barrier")]  # KeyError: new gate
 
-        def ghz() -> Any:
-            qml.Hadamard(wires=0)
-            for i in range(n - 1):
-                qml.CNOT(wires=[i, i + 1])
-            return qml.counts(wires=range(n))
+        def reference() -> Any:
+            for gate, wires in ops:
+                gate(wires=wires)
+            return qml.counts(wires=range(circuit.num_qubits))
 
-        counts = qml.QNode(ghz, self.device, shots=shots)()
+        counts = qml.QNode(reference, self.device, shots=shots)()
         return _Done({str(k): int(v) for k, v in counts.items()})
 
 

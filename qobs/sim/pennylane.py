@@ -27,7 +27,7 @@ try:
 except ImportError:  # PennyLane < 0.42
     DeviceError = qml.DeviceError
 
-# PennyLane operation -> (Qiskit gate name, number of parameters)
+# PennyLane operation name -> Qiskit gate method (parameters first, then qubits, as both take them)
 _GATES: dict[str, str] = {
     "Hadamard": "h", "PauliX": "x", "PauliY": "y", "PauliZ": "z", "S": "s", "T": "t", "SX": "sx",
     "RX": "rx", "RY": "ry", "RZ": "rz", "PhaseShift": "p", "CNOT": "cx", "CZ": "cz", "SWAP": "swap",
