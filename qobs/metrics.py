@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,13 @@ _MAX_CACHED = 10_000
 
 
 class Child:
-    """A labelled series: ``inc``, ``observe`` or ``set`` by kind, mirrored to OTel when enabled."""
+    """A labelled series: ``inc``, ``observe`` or ``set`` by kind, mirrored to OTel when enabled.
+
+    ``inc`` and ``observe`` go straight to the client's value objects (one lock each; a histogram
+    finds its bucket by bisection instead of the client's linear scan over every bound). Exposition
+    and multiprocess mode are the client's own, unchanged. A client without those internals gets
+    its public methods instead.
+    """
 
     __slots__ = ("inc", "labels", "observe", "set")
 
@@ -32,29 +39,57 @@ class Child:
         self.labels = labels
         noop: Callable[..., None] = _reject(kind)
         self.inc = self.observe = self.set = noop
-        if otel is None:
-            if kind == "counter":
-                self.inc = prom.inc
-            elif kind == "histogram":
-                self.observe = prom.observe
-            else:
-                self.set = prom.set
-            return
         if kind == "counter":
-            def inc(amount: float = 1.0) -> None:
-                prom.inc(amount)
-                otel.add(amount, labels)
+            inc = _fast_inc(prom)
+            if otel is not None:
+                def inc_both(amount: float = 1.0, _inc: Callable[[float], None] = inc) -> None:
+                    _inc(amount)
+                    otel.add(amount, labels)
+                inc = inc_both
             self.inc = inc
         elif kind == "histogram":
-            def observe(value: float) -> None:
-                prom.observe(value)
-                otel.record(value, labels)
+            observe = _fast_observe(prom)
+            if otel is not None:
+                def observe_both(value: float, _observe: Callable[[float], None] = observe) -> None:
+                    _observe(value)
+                    otel.record(value, labels)
+                observe = observe_both
             self.observe = observe
+        elif otel is None:
+            self.set = prom.set
         else:
             def set_(value: float) -> None:
                 prom.set(value)
                 otel.set(value, labels)
             self.set = set_
+
+
+def _fast_inc(prom: Any) -> Callable[..., None]:
+    value = getattr(prom, "_value", None)
+    if not callable(getattr(value, "inc", None)):
+        return prom.inc
+    add = value.inc
+
+    def inc(amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        add(amount)
+    return inc
+
+
+def _fast_observe(prom: Any) -> Callable[[float], None]:
+    bounds, buckets, total = (getattr(prom, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets)
+            and bounds and bounds[-1] == float("inf") and callable(getattr(total, "inc", None))):
+        return prom.observe
+    incs = [b.inc for b in buckets]
+    add_sum = total.inc
+
+    def observe(value: float) -> None:
+        add_sum(value)
+        if value == value:  # NaN goes in no bucket, as in the client
+            incs[bisect_left(bounds, value)](1)  # the first bound >= value, as the client's scan finds
+    return observe
 
 
 def _reject(kind: str) -> Callable[..., None]:
@@ -145,6 +180,9 @@ def instruments(limit: int | None = None, meter: Any | None = None) -> Instrumen
     """The process-wide instruments in the default registry (created on first use)."""
     global _instruments
     if _instruments is None:
+        from qobs import telemetry
+
+        telemetry.install_drain_collector()  # ahead of the instruments' own collectors
         with _init_lock:
             if _instruments is None:
                 _instruments = Instruments(REGISTRY, limit or contract.DEFAULT_LABEL_LIMIT, meter)
@@ -162,9 +200,7 @@ def count_internal_error(component: str) -> None:
 
 def count_overflow(metric_name: str, label: str) -> None:
     # The overflow counter's own labels are metric and label names from the contract: bounded.
-    fam = _instruments["qobs_label_overflow_total"] if _instruments else None
-    if fam is not None:
-        fam._prom.labels(metric_name, label).inc()
+    (_instruments or instruments())["qobs_label_overflow_total"]._prom.labels(metric_name, label).inc()
 
 
 def _set_build_info(ins: Instruments) -> None:

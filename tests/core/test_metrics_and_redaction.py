@@ -33,6 +33,45 @@ def test_label_guard_folds_values_past_the_limit(metric):
                                                     "status": "cancelled"}) == 1
 
 
+def _samples(reg: CollectorRegistry, name: str) -> list[tuple[str, dict[str, str], float]]:
+    return sorted(((s.name, dict(s.labels), s.value) for fam in reg.collect() if fam.name == name
+                   for s in fam.samples if not s.name.endswith("_created")), key=lambda t: (t[0], sorted(t[1].items())))
+
+
+def test_fast_series_expose_what_the_client_itself_would():
+    """qobs's counters and histograms skip the client's per-call checks and linear bucket scan; the
+    exposition must be what prometheus_client's own ``inc``/``observe`` give for the same values."""
+    ours, ref = CollectorRegistry(), CollectorRegistry()
+    ins = Instruments(ours)
+    m = contract.metric("qobs_job_duration_seconds")
+    from prometheus_client import Counter, Histogram
+
+    hist = Histogram(m.client_name, m.help, m.labels, buckets=m.buckets, registry=ref)
+    c = contract.metric("qobs_shots_total")
+    cnt = Counter(c.client_name, c.help, c.labels, registry=ref)
+    bounds = list(m.buckets or ())
+    values = [0.0, -1.0, float("inf"), float("nan"), 1e9, *bounds, *(b * 1.0001 for b in bounds),
+              *(b * 0.9999 for b in bounds)]
+    for v in values:
+        ins["qobs_job_duration_seconds"].child("aer", "sampler").observe(v)
+        hist.labels("aer", "sampler").observe(v)
+    for v in (1, 1024, 2.5, 0):
+        ins["qobs_shots_total"].child("aer", "p", "forward").inc(v)
+        cnt.labels("aer", "p", "forward").inc(v)
+    for name in ("qobs_job_duration_seconds", "qobs_shots"):
+        got, want = _samples(ours, name), _samples(ref, name)
+        assert got and len(got) == len(want)
+        for (gn, gl, gv), (wn, wl, wv) in zip(got, want, strict=True):
+            assert (gn, gl) == (wn, wl)
+            assert gv == wv or (gv != gv and wv != wv), (gn, gl, gv, wv)  # NaN sums compare as NaN
+    try:
+        ins["qobs_shots_total"].child("aer", "p", "forward").inc(-1)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a counter took a negative increment")
+
+
 def test_histogram_buckets_sit_on_slo_thresholds():
     for name, (series, bound) in contract.SLO_THRESHOLDS.items():
         m = contract.metric(series)
