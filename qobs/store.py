@@ -136,10 +136,32 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+_dumps = json.JSONEncoder(default=str).encode  # one encoder: json.dumps(default=...) builds one per call
+
+
 def _encode(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (json.dumps(v, default=str) if k in _JSON_COLUMNS and v is not None else
+    return {k: (_dumps(v) if k in _JSON_COLUMNS and v is not None else
                 str(v) if v is not None and not isinstance(v, (int, float, str, bytes)) else v)
             for k, v in row.items()}
+
+
+def _params(cols: tuple[str, ...], chunk: list[tuple[Any, ...]], strict: bool) -> list[Any]:
+    """The bound parameters of a multi-row insert. The fast form encodes only the JSON columns and
+    leaves other values to SQLite; ``strict`` also turns every value SQLite cannot bind into text
+    (the retry when the fast form meets a numpy integer, a Decimal, ...)."""
+    if strict:
+        return [v for vals in chunk for v in _encode(dict(zip(cols, vals, strict=True))).values()]
+    js = [i for i, c in enumerate(cols) if c in _JSON_COLUMNS]
+    if not js:
+        return [v for vals in chunk for v in vals]
+    out: list[Any] = []
+    for vals in chunk:
+        row = list(vals)
+        for i in js:
+            if row[i] is not None:
+                row[i] = _dumps(row[i])
+        out.extend(row)
+    return out
 
 
 class Writer:
@@ -156,7 +178,8 @@ class Writer:
         self.path = Path(path)
         self.flush_interval = min(max(flush_interval, 0.01), 1.0)
         self.max_pending = max_pending
-        self._q: queue.SimpleQueue[tuple[str, dict[str, Any], str]] = queue.SimpleQueue()
+        # (table, columns, values, op): columns and values of an insert; columns None and a dict otherwise.
+        self._q: queue.SimpleQueue[tuple[str, Any, Any, str]] = queue.SimpleQueue()
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
@@ -182,22 +205,26 @@ class Writer:
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
         """Queue a row (never blocks on disk; past ``max_pending`` queued rows, drops and counts)."""
+        self.insert_values(table, tuple(row), tuple(row.values()))
+
+    def insert_values(self, table: str, columns: tuple[str, ...], values: tuple[Any, ...]) -> None:
+        """``insert`` for callers that keep their columns in one tuple (the per-job row)."""
         if self._q.qsize() >= self.max_pending:
             self.dropped += 1
             report_internal("store_backlog", OverflowError(f"{self.max_pending} rows pending; dropping"))
             return
-        self._q.put((table, row, "insert"))
+        self._q.put((table, columns, values, "insert"))
         if time.monotonic() - self._last_drain > self._starved_after:
             self.inline_drains += 1
             self._drain(busy_ms=INLINE_BUSY_MS)  # on the user's thread: never wait long for a lock
 
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
-        self._q.put((table, row, "insert_once"))
+        self._q.put((table, None, row, "insert_once"))
 
     def update_run(self, row: dict[str, Any]) -> None:
         """Queue an update of the run ``row["run_id"]`` (non-null fields only)."""
-        self._q.put(("runs", row, "update"))
+        self._q.put(("runs", None, row, "update"))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Commit everything queued so far, from the calling thread; wait for rows in flight."""
@@ -227,7 +254,7 @@ class Writer:
             self._drain()
 
     def _drain(self, busy_ms: int | None = None) -> None:
-        batch: list[tuple[str, dict[str, Any], str]] = []
+        batch: list[tuple[str, Any, Any, str]] = []
         with self._idle:
             while True:
                 try:
@@ -244,20 +271,20 @@ class Writer:
                 self._in_flight -= len(batch)
                 self._idle.notify_all()
 
-    def _write(self, batch: list[tuple[str, dict[str, Any], str]], busy_ms: int | None = None) -> None:
+    def _write(self, batch: list[tuple[str, Any, Any, str]], busy_ms: int | None = None) -> None:
         """Commit ``batch``. With ``busy_ms`` (an inline drain), a locked store gives the rows back to the
         queue for the writer thread instead of making the caller wait for the lock."""
         conn = self._conn()
         if busy_ms is not None:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         try:
-            for table, op, rows in _groups(batch):
+            for table, op, cols, rows in _groups(batch):
                 try:
-                    self._exec(conn, table, op, rows)
+                    self._exec(conn, table, op, cols, rows)
                 except sqlite3.OperationalError as exc:
                     if busy_ms is not None and ("locked" in str(exc) or "busy" in str(exc)):
                         for row in rows:
-                            self._q.put((table, row, op))  # the writer thread commits them once the lock is gone
+                            self._q.put((table, cols, row, op))  # the writer thread commits them once the lock is gone
                         continue
                     self.dropped += len(rows)
                     report_internal("store", exc)
@@ -268,47 +295,50 @@ class Writer:
             if busy_ms is not None:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
-    def _exec(self, conn: sqlite3.Connection, table: str, op: str, rows: list[dict[str, Any]]) -> None:
+    def _exec(self, conn: sqlite3.Connection, table: str, op: str, cols: tuple[str, ...] | None,
+              rows: list[Any]) -> None:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         if op == "insert":
+            assert cols is not None
             # One multi-row statement per chunk: atomic, and a single GIL release per chunk.
-            cols = list(rows[0])
-            per = max(1, _MAX_VARIABLES // len(cols))
+            per = max(1, _MAX_VARIABLES // max(len(cols), 1))
             head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
             one = "(" + ", ".join("?" * len(cols)) + ")"
             for i in range(0, len(rows), per):
                 chunk = rows[i:i + per]
-                params = [v for r in chunk for v in _encode(r).values()]
-                conn.execute(head + ", ".join([one] * len(chunk)), params)
+                sql = head + ", ".join([one] * len(chunk))
+                try:
+                    conn.execute(sql, _params(cols, chunk, strict=False))
+                except (sqlite3.ProgrammingError, sqlite3.InterfaceError):  # a value SQLite cannot bind
+                    conn.execute(sql, _params(cols, chunk, strict=True))
             return
         for row in rows:
             row = _encode(row)
-            cols = ", ".join(row)
+            cols_sql = ", ".join(row)
             marks = ", ".join(f":{c}" for c in row)
             if op == "update":
                 sets = ", ".join(f"{c} = :{c}" for c in row if c != "run_id" and row[c] is not None)
                 if sets:
                     conn.execute(f"UPDATE {table} SET {sets} WHERE run_id = :run_id", row)
             else:  # insert_once
-                conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", row)
+                conn.execute(f"INSERT INTO {table} ({cols_sql}) VALUES ({marks}) ON CONFLICT DO NOTHING", row)
 
 
 INLINE_BUSY_MS = 50  # how long an inline drain (on the user's thread) waits for a locked store
 _MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
 
 
-def _groups(batch: list[tuple[str, dict[str, Any], str]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
-    """Consecutive rows of the same table, operation and columns, in order."""
-    out: list[tuple[str, str, list[dict[str, Any]]]] = []
-    last: tuple[str, str, tuple[str, ...]] | None = None
-    for table, row, op in batch:
-        key = (table, op, tuple(row))
-        if key == last and op == "insert":
-            out[-1][2].append(row)
-        else:
-            out.append((table, op, [row]))
-            last = key
+def _groups(batch: list[tuple[str, Any, Any, str]]) -> list[tuple[str, str, Any, list[Any]]]:
+    """Consecutive inserts into the same table with the same columns, in order (other operations alone)."""
+    out: list[tuple[str, str, Any, list[Any]]] = []
+    last: tuple[str, Any] | None = None
+    for table, cols, row, op in batch:
+        if op == "insert" and last is not None and last[0] == table and (last[1] is cols or last[1] == cols):
+            out[-1][3].append(row)
+            continue
+        out.append((table, op, cols, [row]))
+        last = (table, cols) if op == "insert" else None
     return out
 
 

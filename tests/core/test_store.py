@@ -137,6 +137,25 @@ def test_writer_survives_a_bad_row_and_counts_it(tmp_path: Path) -> None:
     assert rows == [("fine",)]
 
 
+def test_values_sqlite_cannot_bind_are_stored_as_before(tmp_path: Path) -> None:
+    """Rows go to SQLite as they are; a batch holding a value SQLite cannot bind (a numpy integer, a
+    Decimal) is encoded again, whole, and every row of it still lands."""
+    from decimal import Decimal
+
+    import numpy as np
+
+    w = store.Writer(tmp_path / "runs.db", 60.0)
+    cols = ("run_id", "ts", "shots", "cost", "attrs")
+    w.insert_values("jobs", cols, ("r", 1.0, 10, "0.5", {"k": [1, 2]}))
+    w.insert_values("jobs", cols, ("r", 2.0, np.int64(1024), Decimal("0.25"), {"d": Decimal("1.5")}))
+    w.insert("jobs", {"run_id": "r", "ts": 3.0, "shots": 7, "cost": None, "attrs": None})
+    w.close()
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    got = conn.execute("SELECT ts, shots, typeof(shots), cost, attrs FROM jobs ORDER BY ts").fetchall()
+    assert got == [(1.0, 10, "integer", "0.5", '{"k": [1, 2]}'), (2.0, 1024, "integer", "0.25", '{"d": "1.5"}'),
+                   (3.0, 7, "integer", None, None)]
+
+
 FORKING = textwrap.dedent("""
     import multiprocessing as mp, sys
     import qobs
