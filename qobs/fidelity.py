@@ -1,7 +1,8 @@
 """The fidelity probe: Hellinger fidelity of measured counts against the ideal distribution.
 
 On the job path, a deterministic seeded sample (``QOBS_FIDELITY_SAMPLE``, default 2 %) of finished
-jobs whose circuits are small (at most ``MAX_QUBITS``) is checked off-thread: the ideal
+jobs whose circuits are small (at most ``MAX_QUBITS``) is checked off-thread (jobs of noiseless
+simulators, which can only show shot noise, are not sampled): the ideal
 distribution of the executed circuit (statevector of its unitary part, marginalised onto the
 measured clbits; cached per circuit structure and parameters) against the job's counts. The
 baseline per backend is the mean of the first ``QOBS_FIDELITY_BASELINE_CHECKS`` checks, or the
@@ -190,7 +191,8 @@ def baseline(backend: str) -> float | None:
 
 # --- the job listener and its worker ------------------------------------------------------------
 
-_q: queue.Queue[tuple[str, Any, dict[str, int]]] = queue.Queue()
+# (backend, circuit, the job's counts per circuit, which of them): counts are read off the user's thread.
+_q: queue.Queue[tuple[str, Any, Any, int]] = queue.Queue()
 _worker: tuple[int, threading.Thread] | None = None
 _worker_lock = threading.Lock()
 
@@ -214,10 +216,11 @@ def _ensure_worker() -> None:
 def _work() -> None:
     q = _q
     while True:
-        backend, circuit, counts = q.get()
+        backend, circuit, counts, i = q.get()
         try:
             with contained("fidelity"):
-                f = fidelity_of(circuit, counts)
+                c = counts[i]
+                f = fidelity_of(circuit, dict(c)) if c else None
                 if f is not None:
                     record_check(backend, f)
         finally:
@@ -226,6 +229,9 @@ def _work() -> None:
 
 def flush(timeout: float = 10.0) -> None:
     """Wait until queued checks are done (tests, benchmarks, exit)."""
+    from qobs.telemetry import drain
+
+    drain()  # jobs not yet recorded may queue checks
     if _worker is None or _worker[0] != os.getpid():
         return
     deadline = time.monotonic() + timeout
@@ -245,8 +251,13 @@ def _sampled() -> bool:
 
 
 def on_job(record: Any) -> None:
-    """Job listener: pick a seeded sample of small finished jobs with counts and queue their check."""
-    if record.purpose == "probe" or record.status != "ok":
+    """Job listener: pick a seeded sample of small finished jobs with counts and queue their check.
+
+    Jobs of a noiseless simulator are left out: their counts differ from the ideal distribution by
+    shot noise alone, so a check would cost CPU and say nothing. The counts of a sampled job are
+    read on the worker thread (for primitives that is a pass over every shot).
+    """
+    if record.purpose == "probe" or record.status != "ok" or _noiseless(record):
         return
     from qobs.telemetry import CTX_CIRCUITS, CTX_COUNTS
 
@@ -260,11 +271,27 @@ def on_job(record: Any) -> None:
         counts = [counts]
     if not _sampled():
         return
-    for circ, c in zip(circuits, counts, strict=False):
-        if getattr(circ, "num_qubits", MAX_QUBITS + 1) <= MAX_QUBITS and hasattr(circ, "clbits") and c:
+    for i in range(min(len(circuits), len(counts))):
+        circ = circuits[i]
+        if getattr(circ, "num_qubits", MAX_QUBITS + 1) <= MAX_QUBITS and hasattr(circ, "clbits"):
             _ensure_worker()
-            _q.put((record.backend, circ, dict(c)))
+            _q.put((record.backend, circ, counts, i))
             return
+
+
+def _noiseless(record: Any) -> bool:
+    """Whether the job ran on an ideal simulator: Qiskit's reference primitives and simulators, or
+    Aer without a noise model."""
+    if record.simulator is not True:
+        return False
+    if record.provider == "qiskit":
+        return True
+    from qobs.telemetry import CTX_BACKEND
+
+    backend = record.context.get(CTX_BACKEND)
+    if backend is None or not type(backend).__module__.startswith("qiskit_aer"):
+        return False
+    return getattr(getattr(backend, "options", None), "noise_model", False) is None
 
 
 # --- the reference probe ------------------------------------------------------------------------
@@ -353,6 +380,7 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
             result = job.result()
             counts = result.get_counts(0) if hasattr(result, "get_counts") else result[0].data.meas.get_counts()
         except BaseException as exc:
+            telemetry.drain()  # an adapter may have handed the job over already
             if not ctx["seen"]:
                 rec = handle.record
                 rec.status = "cancelled" if "cancel" in type(exc).__name__.lower() else "error"
@@ -363,6 +391,7 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
                 telemetry.finish_job(handle)
             raise
         seconds = time.perf_counter() - t0
+        telemetry.drain()
         if not ctx["seen"]:  # no adapter recorded it: record it here
             rec = handle.record
             rec.job_id = jid

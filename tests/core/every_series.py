@@ -1,7 +1,7 @@
 """Real instrumented traffic that touches every series of the SLI contract, then writes the exposition.
 
 Run as ``python every_series.py OUT``: a simulated remote QPU (queue, cost, calibration, fidelity checks
-with ``QOBS_FIDELITY_SAMPLE=1``), Aer primitives (sampler, analytic estimator, a job refused at
+with ``QOBS_FIDELITY_SAMPLE=1`` and a baseline of two), Aer primitives (sampler, analytic estimator, a job refused at
 submission), a transpile, an unpriced backend, shot and money budgets, training steps over more models
 than the label limit (``QOBS_LABEL_LIMIT``) and one failing job listener (a contained internal error).
 Writes prometheus_client's default registry in the text format to OUT.
@@ -74,6 +74,9 @@ def main(out: str) -> None:
                      divergences={"kl": 0.1, "js": 0.05, "ks": 0.1, "tvd": 0.1, "w1": 0.2}, entropy=2.5,
                      shot_noise=0.02, samples=64)
     qobs.flush()
+    from qobs import fidelity
+
+    fidelity.flush()  # the simulated QPU's checks (its baseline needs QOBS_FIDELITY_BASELINE_CHECKS of them)
 
     from prometheus_client import REGISTRY, generate_latest
 

@@ -30,7 +30,8 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("exposition")
     out = tmp / "metrics.prom"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env.update(QOBS_STORE=str(tmp / "runs.db"), QOBS_FIDELITY_SAMPLE="1", QOBS_LABEL_LIMIT="4",
+    env.update(QOBS_STORE=str(tmp / "runs.db"), QOBS_FIDELITY_SAMPLE="1", QOBS_FIDELITY_BASELINE_CHECKS="2",
+               QOBS_LABEL_LIMIT="4",
                OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(HERE / "every_series.py"), str(out)], env=env, cwd=tmp,
                           capture_output=True, text=True, timeout=300)

@@ -69,6 +69,34 @@ def test_listener_checks_sampled_jobs_off_thread(qobs_run, metric):
     assert metric("qobs_fidelity_checks_total", backend="dev_b", result="pass") == before
 
 
+def test_jobs_of_noiseless_simulators_are_not_checked(qobs_run, metric):
+    """Every eligible job is sampled; the ideal Aer and reference-primitive jobs are left out (only
+    shot noise to see), the same circuit on Aer with a noise model is checked."""
+    from qiskit import transpile
+    from qiskit.primitives import StatevectorSampler
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    qobs.configure(fidelity_sample=1.0)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    ideal, noisy = AerSimulator(seed_simulator=1), AerSimulator(noise_model=noise, seed_simulator=1)
+    ghz = transpile(_ghz(), ideal)
+    checks = lambda: sum(metric("qobs_fidelity_checks_total", backend="aer_simulator", result=r)  # noqa: E731
+                         for r in ("pass", "fail"))
+    before = checks()
+    for _ in range(3):
+        ideal.run(ghz, shots=256).result()
+    StatevectorSampler(seed=1).run([ghz], shots=256).result()
+    fidelity.flush()
+    assert checks() == before
+    assert metric("qobs_fidelity_checks_total", backend="statevector", result="pass") == 0
+    noisy.run(ghz, shots=2048).result()
+    fidelity.flush()
+    assert checks() == before + 1
+    assert 0.5 < metric("qobs_fidelity", backend="aer_simulator") < 0.97  # depolarised: visibly below 1
+
+
 def test_pinned_baseline(qobs_run, metric):
     qobs.configure(fidelity_sample=1.0, fidelity_baseline=0.8)
     _job_with_counts("dev_c", _ghz(), {"000": 700, "111": 300})  # 0.958...: pass
