@@ -376,7 +376,9 @@ def guard(request: Any) -> SubmitDecision | None:
     if not _budgets:
         return None
     from qobs import cost
-    from qobs.telemetry import record_event
+    from qobs.telemetry import drain, record_event
+
+    drain()  # jobs finished but not yet recorded count before this one is let through
 
     shots = request.shots  # total over the job's circuits (as adapters fill SubmitRequest)
     per_circuit = shots // max(request.circuits or 0, 1)

@@ -126,9 +126,12 @@ def current(backend: Any) -> Snapshot | None:
     return snap
 
 
-def observe(backend: Any, name: str | None = None) -> Snapshot | None:
-    """Snapshot ``backend``, publish the gauges and record a change event. Returns the snapshot."""
-    snap = current(backend)
+def observe(backend: Any, name: str | None = None, at: float | None = None,
+            snap: Snapshot | bool | None = False) -> Snapshot | None:
+    """Snapshot ``backend`` (or take ``snap``, read earlier), publish the gauges and record a change
+    event. Returns the snapshot. ``at`` (epoch seconds, default now) is when the age is taken."""
+    if snap is False:
+        snap = current(backend)
     if snap is None:
         return None
     from qobs.metrics import instruments
@@ -136,7 +139,7 @@ def observe(backend: Any, name: str | None = None) -> Snapshot | None:
 
     b = name or snap.backend
     m = instruments()
-    age = snap.age()
+    age = snap.age(at)
     if age is not None:
         m["qobs_calibration_age_seconds"].child(b).set(age)
     for metric, v in (("qobs_backend_readout_error", snap.readout_error),
@@ -160,9 +163,19 @@ def observe(backend: Any, name: str | None = None) -> Snapshot | None:
 
 
 def on_job(record: Any) -> None:
-    """Job listener: snapshot the backend the job ran on, when finished (run time)."""
-    from qobs.telemetry import CTX_BACKEND
+    """Job listener: snapshot the backend the job ran on, as of the job's end (run time)."""
+    from qobs.telemetry import CTX_BACKEND, CTX_CALIBRATION
+
+    backend = record.context.get(CTX_BACKEND)
+    if backend is not None:  # the calibration and its age when the job ended (it may be recorded later)
+        observe(backend, record.backend, record.started_at + (record.duration_s or 0.0),
+                record.context.get(CTX_CALIBRATION, False))
+
+
+def at_end(record: Any) -> None:
+    """End hook: the calibration in effect as the job ends (the listener publishes it later)."""
+    from qobs.telemetry import CTX_BACKEND, CTX_CALIBRATION
 
     backend = record.context.get(CTX_BACKEND)
     if backend is not None:
-        observe(backend, record.backend)
+        record.context[CTX_CALIBRATION] = current(backend)

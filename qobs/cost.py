@@ -410,6 +410,9 @@ def record_samples(model: str, n: int) -> None:
 
 def cost_since_last_step(model: str) -> Decimal:
     """Cost of the jobs of ``model`` (and of jobs with no model) since the previous call."""
+    from qobs.telemetry import drain
+
+    drain()  # the step's jobs, recorded off-thread, are priced by now
     return _ledger.take(model)
 
 

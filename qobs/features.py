@@ -50,10 +50,25 @@ def on_job(record: Any) -> None:
             step(record)
 
 
+def _at_end(record: Any) -> None:
+    from qobs import calibration
+
+    calibration.at_end(record)
+
+
 def guard(request: Any) -> Any:
     from qobs import budgets
 
     return budgets.guard(request)
+
+
+def _guard_wanted() -> bool:
+    from qobs import budgets
+
+    return bool(budgets._budgets)
+
+
+guard.wanted = _guard_wanted  # type: ignore[attr-defined]  # no budget: adapters skip describing jobs to it
 
 
 def activate(s: config.Settings) -> None:
@@ -68,6 +83,7 @@ def activate(s: config.Settings) -> None:
         budgets.load_file(s.budgets)
     telemetry.add_job_listener(on_job)
     telemetry.add_submit_guard(guard)
+    telemetry.add_end_hook(_at_end)
     _active = True
 
 
@@ -78,6 +94,7 @@ def deactivate() -> None:
 
     telemetry.remove_job_listener(on_job)
     telemetry.remove_submit_guard(guard)
+    telemetry.remove_end_hook(_at_end)
     _active, _settings = False, None
 
 

@@ -79,6 +79,10 @@ def start() -> Runtime | None:
         if not s.enabled:
             return None
         rt = Runtime(s)
+        with contained("metrics"):  # before any other collector: a collection first records pending jobs
+            from qobs import telemetry
+
+            telemetry.install_drain_collector()
         with contained("tracing"):
             from qobs.tracing import Tracing
 
@@ -116,6 +120,11 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
     pipeline (``configure``, ``instrument`` after ``uninstrument``) must still export.
     """
     global _rt
+    if _rt is not None:
+        with contained("recorder"):  # jobs handed over but not yet recorded belong to this run
+            from qobs import telemetry
+
+            telemetry.drain()
     with _lock:
         rt, _rt = _rt, None
     if rt is None or rt._ended:
@@ -148,7 +157,12 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
 
 
 def flush(timeout: float = 5.0) -> None:
-    """Commit queued store rows now (tests and CLI use it; the writer also flushes on its own)."""
+    """Record jobs handed over so far and commit queued store rows now (tests and CLI use it; the
+    recorder and the writer also run on their own)."""
+    from qobs import telemetry
+
+    with contained("recorder"):
+        telemetry.drain()
     rt = _rt
     if rt is not None and rt.writer is not None:
         rt.writer.flush(timeout)

@@ -9,7 +9,10 @@ store row. Every step is contained: a failure here is counted, never raised to t
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -78,6 +81,7 @@ CTX_CIRCUITS = "circuits"    # executed circuits (Qiskit QuantumCircuit, bound; 
 CTX_COUNTS = "counts"        # list of {bitstring: count} per executed circuit, when the SDK gives counts
 CTX_RESULT = "result"        # the SDK result object
 CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()``), when available
+CTX_CALIBRATION = "calibration"  # the backend's calibration snapshot when the job ended (qobs.calibration)
 
 
 @dataclass(slots=True)
@@ -161,14 +165,16 @@ def remove_job_listener(fn: JobListener) -> None:
 
 
 class JobHandle:
-    """An open job: its record, its span, and the monotonic clock at submission."""
+    """An open job: its record, its span, the monotonic clock at submission and, once known, at its
+    end (``t_end``: a job recorded later still gets the right duration and span end time)."""
 
-    __slots__ = ("finished", "record", "span", "t0")
+    __slots__ = ("finished", "record", "span", "t0", "t_end")
 
     def __init__(self, record: JobRecord, span: Any, t0: float) -> None:
         self.record = record
         self.span = span
         self.t0 = t0
+        self.t_end: float | None = None
         self.finished = False
 
 
@@ -179,6 +185,37 @@ def _tracer() -> Any:
     return None
 
 
+_otel_trace: Any = None
+_env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def tracing_possible() -> bool:
+    """False when no tracer provider is set (spans could not record): the job path then skips spans.
+
+    Reads the API's provider slot directly (``get_tracer_provider`` looks the environment up on every
+    call while none is set); an API without that slot is answered with True (the span path decides).
+    """
+    global _otel_trace
+    if _otel_trace is None:
+        from opentelemetry import trace
+
+        _otel_trace = trace
+    provider = getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace)
+    if provider is None:
+        return _env_provider  # the API would load the provider the environment names
+    return provider is _otel_trace or not isinstance(provider, _otel_trace.NoOpTracerProvider)
+
+
+def guards_wanted() -> bool:
+    """Whether any submit guard wants to see jobs (a guard may say no through a ``wanted()`` attribute,
+    so adapters need not describe a job to guards that would let it through unseen)."""
+    for g in _guards:
+        wanted = getattr(g, "wanted", None)
+        if wanted is None or wanted():
+            return True
+    return False
+
+
 def start_job(operation: str, backend: str, provider: str, *, parent: Any | None = None,
               **fields: Any) -> JobHandle:
     """Open a job at submission time. ``parent`` is an OTel context (default: the active one)."""
@@ -186,7 +223,8 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
     record = JobRecord(operation=operation, backend=backend, provider=provider, **fields)
     span = None
     try:
-        tracer = _tracer()
+        rt = runtime.current() or runtime.start()
+        tracer = rt.tracing.tracer if rt is not None and rt.tracing is not None and tracing_possible() else None
         if tracer is not None:
             span = tracer.start_span(Span.job(operation, backend), context=parent,
                                      attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,
@@ -205,7 +243,7 @@ def finish_job(handle: JobHandle) -> None:
     handle.finished = True
     rec = handle.record
     if rec.duration_s is None:
-        rec.duration_s = time.perf_counter() - handle.t0
+        rec.duration_s = (handle.t_end if handle.t_end is not None else time.perf_counter()) - handle.t0
     # Plain try/except rather than ``contained()``: this is the hot path, once per job.
     for fn in _listeners:
         try:
@@ -231,6 +269,155 @@ def finish_job(handle: JobHandle) -> None:
         _store_job(handle)
     except Exception as exc:  # noqa: BLE001
         report_internal("store", exc)
+
+
+class _Recorder:
+    """Finishes jobs off the user's thread: adapters hand a job over when its outcome is known
+    (``finish_job_later``), and a background thread records the jobs in batches every ``INTERVAL_S``.
+
+    The user's thread only appends to a deque. Whatever reads what recording produces drains the
+    queue first, on its own thread: a Prometheus collection or push, ``qobs.flush()``, the end of
+    the run, a budget guard (so that a ``block`` budget sees every finished job), the cost of a
+    training step and the fidelity probe. A queue that the thread does not get to (a user thread
+    holding the GIL) is drained inline by the next hand-over, so nothing waits long or piles up.
+    """
+
+    INTERVAL_S = 0.05
+    MAX_PENDING = 2048
+
+    def __init__(self) -> None:
+        self._q: deque[tuple[Any, JobHandle, Callable[[JobHandle], None] | None]] = deque()
+        self._lock = threading.RLock()  # one drainer at a time; a listener may drain again (reentrant)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._last = time.monotonic()
+        self._late_after = 4 * self.INTERVAL_S + 0.05
+
+    def submit(self, ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None) -> None:
+        q = self._q
+        q.append((ctx, handle, prepare))
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        elif len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after:
+            self.drain()  # the thread is starved (or the queue is long): record on this thread
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._loop, name="qobs-recorder", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.INTERVAL_S)
+            self.drain()
+
+    def drain(self) -> None:
+        """Record every job handed over so far (on the calling thread)."""
+        q = self._q
+        with self._lock:
+            while q:
+                ctx, handle, prepare = q.popleft()
+                _finish_now(ctx, handle, prepare)
+            self._last = time.monotonic()
+
+    def after_fork(self) -> None:
+        """A forked child records its own jobs only; the parent's queue and thread stay the parent's."""
+        self._q = deque()
+        self._lock = threading.RLock()
+        self._thread = None
+        self._last = time.monotonic()
+
+
+def _finish_now(ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None) -> None:
+    try:
+        if prepare is not None:
+            try:
+                prepare(handle)
+            except Exception as exc:  # noqa: BLE001
+                report_internal("adapter", exc)
+        if ctx is None:
+            finish_job(handle)
+        else:
+            ctx.run(finish_job, handle)
+    except Exception as exc:  # noqa: BLE001 - a failure here must not stop the recorder
+        report_internal("recorder", exc)
+
+
+_recorder = _Recorder()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _recorder.after_fork())
+
+
+def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | None = None,
+                     ctx: Any | None = None) -> None:
+    """Record a finished job off the caller's thread: ``prepare(handle)`` (reading the SDK's result into
+    the record), then ``finish_job``, in ``ctx`` (a ``contextvars.Context``, for listeners that read
+    context variables) or an empty context. ``handle.t_end`` should be set by the caller."""
+    if handle.finished:
+        return
+    if handle.t_end is None:
+        handle.t_end = time.perf_counter()
+    for hook in _end_hooks:  # what must be read as the job ends, not when it is recorded
+        try:
+            hook(handle.record)
+        except Exception as exc:  # noqa: BLE001
+            report_internal("end_hook", exc)
+    _recorder.submit(ctx, handle, prepare)
+
+
+_end_hooks: list[JobListener] = []
+
+
+def add_end_hook(fn: JobListener) -> None:
+    """Run ``fn(record)`` when a job is handed over to be recorded, on the handing thread (keep it cheap):
+    for facts of the moment the job ended, such as the backend's calibration then."""
+    global _end_hooks
+    if fn not in _end_hooks:
+        _end_hooks = [*_end_hooks, fn]
+
+
+def remove_end_hook(fn: JobListener) -> None:
+    global _end_hooks
+    _end_hooks = [f for f in _end_hooks if f is not fn]
+
+
+def drain() -> None:
+    """Record every job handed to ``finish_job_later`` so far, now, on this thread."""
+    if _recorder._q:
+        _recorder.drain()
+
+
+class _DrainOnCollect:
+    """Registered first in the default Prometheus registry: a collection (scrape, push, a read in a
+    test) records the jobs handed over so far before any series is read."""
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        try:
+            drain()
+        except Exception as exc:  # noqa: BLE001
+            report_internal("recorder", exc)
+        return []
+
+
+_drain_collector: _DrainOnCollect | None = None
+
+
+def install_drain_collector() -> None:
+    """Put the drain in front of every collector in the default registry (idempotent)."""
+    global _drain_collector
+    if _drain_collector is not None:
+        return
+    from prometheus_client import REGISTRY
+
+    _drain_collector = _DrainOnCollect()
+    REGISTRY.register(_drain_collector)
 
 
 OPT_IN_CIRCUITS, OPT_IN_VALUES, OPT_IN_OUTCOMES = 8, 256, 64
@@ -280,37 +467,81 @@ def record_job(record: JobRecord) -> None:
     finish_job(h)
 
 
+# Series a job may update: attribute -> (metric, method, its labels from (backend, provider, op, status, purpose)).
+_SERIES_SPEC: dict[str, tuple[str, str, Callable[..., tuple]]] = {
+    "jobs": ("qobs_jobs_total", "inc", lambda b, p, op, st, pu: (b, p, op, st)),
+    "circuits": ("qobs_circuits_total", "inc", lambda b, p, op, st, pu: (b, p, op)),
+    "shots": ("qobs_shots_total", "inc", lambda b, p, op, st, pu: (b, p, pu)),
+    "analytic": ("qobs_analytic_circuits_total", "inc", lambda b, p, op, st, pu: (b, p, pu)),
+    "depth": ("qobs_circuit_depth", "observe", lambda b, *_: (b,)),
+    "width": ("qobs_circuit_width_qubits", "observe", lambda b, *_: (b,)),
+    "twoq": ("qobs_circuit_two_qubit_gates", "observe", lambda b, *_: (b,)),
+    "transpile": ("qobs_transpile_duration_seconds", "observe", lambda b, *_: (b,)),
+    "queue": ("qobs_queue_duration_seconds", "observe", lambda b, *_: (b,)),
+    "execution": ("qobs_execution_duration_seconds", "observe", lambda b, *_: (b,)),
+    "duration": ("qobs_job_duration_seconds", "observe", lambda b, p, op, st, pu: (b, op)),
+}
+
+
+class _Series:
+    """The series one kind of job updates (same backend, provider, operation, status and purpose),
+    so that a job costs one dict lookup rather than one per metric. Each series is created on first
+    use (a series never updated is not exposed, as before)."""
+
+    __slots__ = ("_key", *_SERIES_SPEC)
+
+    def __init__(self, key: tuple) -> None:
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        spec = _SERIES_SPEC.get(name)
+        if spec is None:
+            raise AttributeError(name)
+        metric, method, labels = spec
+        fn = getattr(_metrics.instruments()[metric].child(*labels(*self._key)), method)
+        setattr(self, name, fn)
+        return fn
+
+
+_series: dict[tuple, _Series] = {}
+_SERIES_MAX = 4096
+
+
 def _record_metrics(rec: JobRecord) -> None:
-    m = _metrics.instruments()
     b, p, op = rec.backend, rec.provider, rec.operation
-    m["qobs_jobs_total"].child(b, p, op, rec.status).inc()
+    key = (b, p, op, rec.status, rec.purpose)
+    s = _series.get(key)
+    if s is None:
+        if len(_series) >= _SERIES_MAX:
+            _series.clear()
+        s = _series[key] = _Series(key)
+    s.jobs()
     if rec.submission_reason is not None:
-        m["qobs_submission_errors_total"].child(b, p, rec.submission_reason).inc()
+        _metrics.instruments()["qobs_submission_errors_total"].child(b, p, rec.submission_reason).inc()
     if rec.circuits:
-        m["qobs_circuits_total"].child(b, p, op).inc(rec.circuits)
+        s.circuits(rec.circuits)
     if rec.shots:
-        m["qobs_shots_total"].child(b, p, rec.purpose).inc(rec.shots)
+        s.shots(rec.shots)
     elif rec.shots == 0 and rec.circuits and rec.status == "ok":
-        m["qobs_analytic_circuits_total"].child(b, p, rec.purpose).inc(rec.circuits)
+        s.analytic(rec.circuits)
     if rec.stats:
-        depth, width, twoq = (m["qobs_circuit_depth"].child(b), m["qobs_circuit_width_qubits"].child(b),
-                              m["qobs_circuit_two_qubit_gates"].child(b))
-        for s in rec.stats:
-            depth.observe(s.depth)
-            width.observe(s.width)
-            twoq.observe(s.two_qubit_gates)
+        depth, width, twoq = s.depth, s.width, s.twoq
+        for st in rec.stats:
+            depth(st.depth)
+            width(st.width)
+            twoq(st.two_qubit_gates)
     if rec.transpile_s is not None and rec.transpile_observed_here:
-        m["qobs_transpile_duration_seconds"].child(b).observe(rec.transpile_s)
+        s.transpile(rec.transpile_s)
     if rec.queue_s is not None:
-        m["qobs_queue_duration_seconds"].child(b).observe(rec.queue_s)
+        s.queue(rec.queue_s)
     if rec.execution_s is not None:
-        m["qobs_execution_duration_seconds"].child(b).observe(rec.execution_s)
+        s.execution(rec.execution_s)
     if rec.duration_s is not None and rec.submission_reason is None:
-        m["qobs_job_duration_seconds"].child(b, op).observe(rec.duration_s)
+        s.duration(rec.duration_s)
     if rec.cost is not None and rec.cost_source:
-        m["qobs_cost_usd_total"].child(b, rec.cost_source).inc(float(rec.cost))
+        _metrics.instruments()["qobs_cost_usd_total"].child(b, rec.cost_source).inc(float(rec.cost))
     elif not rec.priced:
-        m["qobs_unpriced_jobs_total"].child(b).inc()
+        _metrics.instruments()["qobs_unpriced_jobs_total"].child(b).inc()
 
 
 def span_attributes(rec: JobRecord) -> dict[str, Any]:
@@ -352,7 +583,11 @@ def _end_span(handle: JobHandle) -> None:
     span.set_attributes(span_attributes(rec))
     if rec.status == "error":
         span.set_status(Status(StatusCode.ERROR, rec.error_type or "error"))
-    span.end()
+    start = getattr(span, "start_time", None)
+    if handle.t_end is not None and isinstance(start, int):  # recorded later: end where the job ended
+        span.end(end_time=start + int((handle.t_end - handle.t0) * 1e9))
+    else:
+        span.end()
 
 
 def _ids(span: Any) -> tuple[str | None, str | None]:
@@ -364,6 +599,12 @@ def _ids(span: Any) -> tuple[str | None, str | None]:
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
 
 
+JOB_COLUMNS = ("run_id", "ts", "backend", "provider", "operation", "purpose", "circuits", "bindings", "shots",
+               "shots_requested", "depth", "width", "two_qubit_gates", "depth_before", "transpile_s", "queue_s",
+               "execution_s", "duration_s", "status", "error_type", "submission_reason", "cost", "cost_currency",
+               "cost_source", "job_id", "session_id", "trace_id", "span_id", "attrs")
+
+
 def _store_job(handle: JobHandle) -> None:
     rt = runtime.current()
     if rt is None or rt.writer is None:
@@ -371,20 +612,21 @@ def _store_job(handle: JobHandle) -> None:
     rec = handle.record
     trace_id, span_id = _ids(handle.span)
     st = rec.stats
-    rt.writer.insert("jobs", {
-        "run_id": rt.run_id, "ts": rec.started_at, "backend": rec.backend, "provider": rec.provider,
-        "operation": rec.operation, "purpose": rec.purpose, "circuits": rec.circuits, "bindings": rec.bindings,
-        "shots": rec.shots, "shots_requested": rec.shots_requested,
-        "depth": max((s.depth for s in st), default=None), "width": max((s.width for s in st), default=None),
-        "two_qubit_gates": max((s.two_qubit_gates for s in st), default=None),
-        "depth_before": max((s.depth_before for s in st if s.depth_before is not None), default=None),
-        "transpile_s": rec.transpile_s, "queue_s": rec.queue_s, "execution_s": rec.execution_s,
-        "duration_s": rec.duration_s, "status": rec.status, "error_type": rec.error_type,
-        "submission_reason": rec.submission_reason,
-        "cost": None if rec.cost is None else str(rec.cost), "cost_currency": rec.cost_currency,
-        "cost_source": rec.cost_source, "job_id": rec.job_id, "session_id": rec.session_id,
-        "trace_id": trace_id, "span_id": span_id, "attrs": rec.attributes or None,
-    })
+    if not st:
+        depth = width = twoq = before = None
+    elif len(st) == 1:
+        s0 = st[0]
+        depth, width, twoq, before = s0.depth, s0.width, s0.two_qubit_gates, s0.depth_before
+    else:
+        depth, width = max(s.depth for s in st), max(s.width for s in st)
+        twoq = max(s.two_qubit_gates for s in st)
+        before = max((s.depth_before for s in st if s.depth_before is not None), default=None)
+    rt.writer.insert_values("jobs", JOB_COLUMNS, (
+        rt.run_id, rec.started_at, rec.backend, rec.provider, rec.operation, rec.purpose, rec.circuits, rec.bindings,
+        rec.shots, rec.shots_requested, depth, width, twoq, before, rec.transpile_s, rec.queue_s, rec.execution_s,
+        rec.duration_s, rec.status, rec.error_type, rec.submission_reason,
+        None if rec.cost is None else str(rec.cost), rec.cost_currency, rec.cost_source, rec.job_id,
+        rec.session_id, trace_id, span_id, rec.attributes or None))
 
 
 def record_event(kind: str, subject: str | None = None, data: Mapping[str, Any] | None = None) -> None:

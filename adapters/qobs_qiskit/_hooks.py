@@ -77,6 +77,7 @@ class _State:
         self.struct: dict[Any, CircuitStats] = {}
         self.transpiled: dict[int, tuple[Any, int, int, float]] = {}
         self.pubs: dict[tuple[int, int | None], tuple[Any, int, Any]] = {}
+        self.backends: dict[int, tuple[Any, str, str, bool | None]] = {}  # id -> (ref, name, provider, simulator)
 
 
 _state = _State()
@@ -213,9 +214,8 @@ def _otel_trace() -> Any:
 class _Desc:
     """What is known about a job at submission."""
 
-    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "counts_fn", "operation", "parent",
-                 "precision", "provider", "pubs", "run_input", "session_id", "shots_req", "shots_total",
-                 "simulator", "stats", "transpile_s")
+    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "operation", "parent", "precision", "provider",
+                 "pubs", "run_input", "session_id", "shots_req", "shots_total", "simulator", "sizes")
 
     def __init__(self, operation: str, backend: str, provider: str) -> None:
         self.operation, self.backend, self.provider = operation, backend, provider
@@ -228,8 +228,7 @@ class _Desc:
         self.shots_req: int | None = None
         self.shots_total: int | None = None
         self.precision: float | None = None
-        self.stats: list[CircuitStats] = []
-        self.transpile_s: float | None = None
+        self.sizes: list[int] = []  # bindings per circuit of run_input / pubs (their shapes: read off-thread)
         self.session_id: str | None = None
         self.parent: Any = None
 
@@ -269,8 +268,15 @@ def _simulator(backend: Any, provider: str) -> bool | None:
 
 def _describe_backend(desc: _Desc, backend: Any) -> None:
     desc.backend_obj = backend
-    desc.backend, desc.provider = _backend_name(backend), _provider_of(backend)
-    desc.simulator = _simulator(backend, desc.provider)
+    hit = _state.backends.get(id(backend))
+    if hit is None or hit[0]() is not backend:
+        name, provider = _backend_name(backend), _provider_of(backend)
+        hit = (weakref.ref(backend), name, provider, _simulator(backend, provider))
+        with _state.lock:
+            if len(_state.backends) >= _IDENT_MAX:
+                _state.backends.clear()
+            _state.backends[id(backend)] = hit
+    _, desc.backend, desc.provider, desc.simulator = hit
 
 
 def _primitive_desc(prim: Any, kind: str) -> _Desc:
@@ -345,11 +351,7 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
             continue
         n = max(int(pub.parameter_values.size), 1)
         bindings += n
-        stats = stats_of(pub.circuit)
-        desc.stats.extend([stats] * n)
-        t = _transpile_share(pub.circuit)
-        if t is not None:
-            desc.transpile_s = (desc.transpile_s or 0.0) + t
+        desc.sizes.append(n)
         if kind == "sampler":
             if pub.shots is None:
                 shots_known = False
@@ -363,7 +365,8 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
         desc.shots_total = shots_total if shots_known else None
     else:
         desc.precision = max(precisions) if precisions else None
-    desc.parent = _parent([p.circuit for p in coerced if p is not None])
+    if _tracing():
+        desc.parent = _parent([p.circuit for p in coerced if p is not None])
     return desc
 
 
@@ -395,16 +398,16 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
     desc.run_input = circuits
     binds = kwargs.get("parameter_binds")
     total = 0
-    for i, circ in enumerate(circuits):
-        n = 1
-        if binds and i < len(binds) and binds[i]:
-            n = max(len(next(iter(binds[i].values()))), 1)
-        total += n
-        if isinstance(circ, QuantumCircuit):
-            desc.stats.extend([stats_of(circ)] * n)
-            t = _transpile_share(circ)
-            if t is not None:
-                desc.transpile_s = (desc.transpile_s or 0.0) + t
+    if binds:
+        for i in range(len(circuits)):
+            n = 1
+            if i < len(binds) and binds[i]:
+                n = max(len(next(iter(binds[i].values()))), 1)
+            desc.sizes.append(n)
+            total += n
+    else:
+        desc.sizes = [1] * len(circuits)
+        total = len(circuits)
     desc.circuits = total
     desc.bindings = total
     shots = kwargs.get("shots")
@@ -413,8 +416,13 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
         shots = getattr(opts, "shots", None) if opts is not None else None
     if isinstance(shots, int) and not isinstance(shots, bool):
         desc.shots_req, desc.shots_total = shots, shots * total
-    desc.parent = _parent([c for c in circuits if isinstance(c, QuantumCircuit)])
+    if _tracing():
+        desc.parent = _parent([c for c in circuits if isinstance(c, QuantumCircuit)])
     return desc
+
+
+def _tracing() -> bool:
+    return telemetry.tracing_possible()
 
 
 def _parent(circuits: list[Any]) -> Any:
@@ -475,13 +483,6 @@ def stats_of(circ: Any) -> CircuitStats:
     return stats
 
 
-def _transpile_share(circ: Any) -> float | None:
-    hit = _state.transpiled.get(id(circ))
-    if hit is None or hit[0]() is not circ:
-        return None
-    return hit[3]
-
-
 # --- jobs --------------------------------------------------------------------------------------
 class _Tracker:
     """An observed job until its outcome is recorded (exactly once, whoever gets there first).
@@ -532,17 +533,37 @@ def _start(desc: _Desc) -> JobHandle:
     h = telemetry.start_job(desc.operation, desc.backend, desc.provider, parent=desc.parent,
                             circuits=desc.circuits, bindings=desc.bindings, shots_requested=desc.shots_req,
                             precision=desc.precision, simulator=desc.simulator, session_id=desc.session_id)
-    h.record.stats = desc.stats
-    if desc.transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
-        h.record.transpile_s, h.record.transpile_observed_here = desc.transpile_s, False
-    befores = [s for s in desc.stats if s.depth_before is not None]
-    if befores:
-        two_q = [_state.transpiled.get(id(c)) for c in _circuits_of(desc)]
-        vals = [x[2] for x in two_q if x is not None]
-        if vals:
-            h.record.attributes[TWO_Q_BEFORE] = max(vals)
     h.record.context[CTX_BACKEND] = desc.backend_obj
     return h
+
+
+def _shapes(desc: _Desc, rec: Any) -> None:
+    """Circuit shapes (width, depth, two-qubit gates, before and after transpilation) and the job's
+    share of transpile time, into the record (off the user's thread: the circuits are cached by
+    identity and structure, and the job holds them)."""
+    QuantumCircuit = _qc_type()
+    circuits = _circuits_of(desc)
+    stats: list[CircuitStats] = []
+    transpile_s = None
+    two_q_before = None
+    for circ, n in zip(circuits, desc.sizes, strict=False):
+        if not isinstance(circ, QuantumCircuit):
+            continue
+        st = stats_of(circ)
+        stats.extend([st] * n) if n > 1 else stats.append(st)
+        hit = _state.transpiled.get(id(circ))
+        if hit is not None and hit[0]() is circ:
+            transpile_s = (transpile_s or 0.0) + hit[3]
+            two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
+    rec.stats = stats
+    if transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
+        rec.transpile_s, rec.transpile_observed_here = transpile_s, False
+    if two_q_before is not None:
+        rec.attributes[TWO_Q_BEFORE] = two_q_before
+
+
+def _shapes_of_job(desc: _Desc, h: JobHandle) -> None:
+    _shapes(desc, h.record)
 
 
 def _circuits_of(desc: _Desc) -> list[Any]:
@@ -557,6 +578,8 @@ def _request(desc: _Desc) -> SubmitRequest:
 
 def _check(desc: _Desc) -> Any:
     """Ask the guards. A refusal is recorded (status error, reason budget) and re-raised unchanged."""
+    if not telemetry.guards_wanted():
+        return None
     req = None
     with _contained:
         req = _request(desc)
@@ -569,7 +592,7 @@ def _check(desc: _Desc) -> Any:
             h = _start(desc)
             h.record.status, h.record.submission_reason = "error", getattr(exc, "reason", "budget") or "budget"
             h.record.error_type = type(exc).__name__
-            telemetry.finish_job(h)
+            telemetry.finish_job_later(h, functools.partial(_shapes_of_job, desc), contextvars.copy_context())
         raise
 
 
@@ -592,7 +615,7 @@ def _submission_failed(tracker: _Tracker | None, exc: BaseException) -> None:
     rec = tracker.handle.record
     rec.status, rec.error_type, rec.submission_reason = "error", type(exc).__name__, _reason(exc)
     tracker.take()
-    telemetry.finish_job(tracker.handle)
+    telemetry.finish_job_later(tracker.handle, functools.partial(_shapes_of_job, tracker.desc), tracker.ctx)
 
 
 def _reroute(desc: _Desc, decision: Any, target: Any, kind: str) -> Any:
@@ -923,41 +946,44 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
 # --- reading outcomes --------------------------------------------------------------------------
 def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | None = None,
             cancelled: bool = False, failed: bool = False) -> None:
-    h, desc = tracker.handle, tracker.desc
+    """Hand the job over to be recorded off this thread (``_outcome`` reads it there)."""
+    h = tracker.handle
+    end = tracker.t_done if tracker.t_done is not None else tracker.t_end
+    h.t_end = end if end is not None else time.perf_counter()
+    telemetry.finish_job_later(h, functools.partial(
+        _outcome, tracker.desc, tracker.job, tracker.t_run, tracker.t_end, result, error, cancelled, failed),
+        tracker.ctx)
+
+
+def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
+             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle) -> None:
+    """Read a job's outcome into its record (on the recorder's thread)."""
     rec = h.record
-    try:
-        if cancelled or isinstance(error, CancelledError):
-            rec.status = "cancelled"
-        elif error is not None or failed:
-            rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
-        else:
-            with _contained:
-                rec.context[CTX_RESULT] = result
-                if desc.operation == "backend_run":
-                    _read_backend_result(rec, desc, result)
-                else:
-                    _read_primitive_result(rec, desc, result)
+    with _contained:
+        _shapes(desc, rec)
+    if cancelled or isinstance(error, CancelledError):
+        rec.status = "cancelled"
+    elif error is not None or failed:
+        rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
+    else:
         with _contained:
-            _read_job(rec, tracker)
-        end = tracker.t_done if tracker.t_done is not None else tracker.t_end
-        if rec.duration_s is None and end is not None:
-            rec.duration_s = end - h.t0
-    finally:
-        try:
-            tracker.ctx.run(telemetry.finish_job, h)
-        except RuntimeError:  # the context is entered already (cannot happen twice for one job)
-            telemetry.finish_job(h)
+            rec.context[CTX_RESULT] = result
+            if desc.operation == "backend_run":
+                _read_backend_result(rec, desc, result)
+            else:
+                _read_primitive_result(rec, desc, result)
+    with _contained:
+        _read_job(rec, job, t_run, t_end)
 
 
-def _read_job(rec: Any, tracker: _Tracker) -> None:
-    job = tracker.job
+def _read_job(rec: Any, job: Any, t_run: float | None, t_end: float | None) -> None:
     jid = getattr(job, "job_id", None)
     jid = jid() if callable(jid) else jid
     rec.job_id = str(jid) if jid else None
     sid = getattr(job, "session_id", None)
     if isinstance(sid, str) and sid:
         rec.session_id = sid
-    measured = tracker.t_end - tracker.t_run if tracker.t_run is not None and tracker.t_end is not None else None
+    measured = t_end - t_run if t_run is not None and t_end is not None else None
     metrics_fn = getattr(job, "metrics", None)
     if callable(metrics_fn):  # IBM runtime style (and simulated QPUs that mimic it)
         m = metrics_fn()
@@ -968,7 +994,7 @@ def _read_job(rec: Any, tracker: _Tracker) -> None:
             rec.queue_s = max(running - created, 0.0)
         if running is not None and finished is not None and finished > running:
             rec.execution_s = finished - running
-        if created is not None and finished is not None and tracker.t_end is None and finished > created:
+        if created is not None and finished is not None and t_end is None and finished > created:
             rec.duration_s = finished - created
     if rec.execution_s is None and measured is not None:
         rec.execution_s = measured

@@ -335,4 +335,5 @@ def test_depth_is_computed_once_per_circuit_structure(qobs_run, monkeypatch):
     for k in range(5):
         sampler.run([qc.assign_parameters([0.1 * k] * qc.num_parameters)], shots=8).result()  # new objects
         sampler.run([(qc, [0.2] * qc.num_parameters)], shots=8).result()  # same object
+    qobs.flush()  # shapes are read where jobs are recorded, off the user's thread
     assert len(calls) == 1  # the bound copies share the parameterised circuit's structure

@@ -19,6 +19,7 @@ from qiskit import transpile
 from qiskit.primitives import StatevectorSampler
 from qiskit_aer import AerSimulator
 
+import qobs
 from qobs import telemetry
 from tests.adapters.test_qiskit_jobs import ansatz
 
@@ -44,6 +45,7 @@ def spans(exporter, qobs_run):
 
 
 def by_name(exp: InMemorySpanExporter, name: str):
+    qobs.flush()  # jobs are recorded (spans ended) off the user's thread
     return [s for s in exp.get_finished_spans() if s.name == name]
 
 
