@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qobs._context import CTX_BACKEND, CTX_CALIBRATION
+
 _REFRESH_S = 60.0  # re-read properties() of backends without a cheap update stamp at most this often
 
 
@@ -164,8 +166,6 @@ def observe(backend: Any, name: str | None = None, at: float | None = None,
 
 def on_job(record: Any) -> None:
     """Job listener: snapshot the backend the job ran on, as of the job's end (run time)."""
-    from qobs.telemetry import CTX_BACKEND, CTX_CALIBRATION
-
     backend = record.context.get(CTX_BACKEND)
     if backend is not None:  # the calibration and its age when the job ended (it may be recorded later)
         observe(backend, record.backend, record.started_at + (record.duration_s or 0.0),
@@ -174,8 +174,6 @@ def on_job(record: Any) -> None:
 
 def at_end(record: Any) -> None:
     """End hook: the calibration in effect as the job ends (the listener publishes it later)."""
-    from qobs.telemetry import CTX_BACKEND, CTX_CALIBRATION
-
     backend = record.context.get(CTX_BACKEND)
     if backend is not None:
         record.context[CTX_CALIBRATION] = current(backend)

@@ -27,6 +27,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from qobs._context import CTX_METRICS
 from qobs.errors import ConfigError
 
 MODELS = ("free", "per_task_shot", "duration", "qpu_seconds")
@@ -255,8 +256,6 @@ def _billed_duration(price: Price, seconds: Decimal, tasks: int) -> Decimal:
 
 def price_job(record: Any, cat: Catalog | None = None) -> Cost:
     """Price a finished ``JobRecord``."""
-    from qobs.telemetry import CTX_METRICS
-
     cat = cat or catalog()
     price = cat.lookup(record.backend, record.provider)
     if record.submission_reason is not None:

@@ -50,22 +50,17 @@ def on_job(record: Any) -> None:
             step(record)
 
 
-def _at_end(record: Any) -> None:
-    from qobs import calibration
-
-    calibration.at_end(record)
-
-
 def guard(request: Any) -> Any:
     from qobs import budgets
 
     return budgets.guard(request)
 
 
-def _guard_wanted() -> bool:
-    from qobs import budgets
+_budget_table: dict[str, Any] = {}  # qobs.budgets' declared budgets (the same dict), bound by activate()
 
-    return bool(budgets._budgets)
+
+def _guard_wanted() -> bool:
+    return bool(_budget_table)
 
 
 guard.wanted = _guard_wanted  # type: ignore[attr-defined]  # no budget: adapters skip describing jobs to it
@@ -73,28 +68,29 @@ guard.wanted = _guard_wanted  # type: ignore[attr-defined]  # no budget: adapter
 
 def activate(s: config.Settings) -> None:
     """Register the listener and guard (idempotent) and reload files named by the settings."""
-    global _settings, _active
-    from qobs import budgets, cost, fidelity, telemetry
+    global _settings, _active, _budget_table
+    from qobs import budgets, calibration, cost, fidelity, telemetry
 
     _settings = s
+    _budget_table = budgets._budgets
     cost.reset()
     fidelity.reset()
     with contained("budgets"):
         budgets.load_file(s.budgets)
     telemetry.add_job_listener(on_job)
     telemetry.add_submit_guard(guard)
-    telemetry.add_end_hook(_at_end)
+    telemetry.add_end_hook(calibration.at_end)
     _active = True
 
 
 def deactivate() -> None:
     """Unregister the listener and guard (``qobs.uninstrument()``)."""
     global _active, _settings
-    from qobs import telemetry
+    from qobs import calibration, telemetry
 
     telemetry.remove_job_listener(on_job)
     telemetry.remove_submit_guard(guard)
-    telemetry.remove_end_hook(_at_end)
+    telemetry.remove_end_hook(calibration.at_end)
     _active, _settings = False, None
 
 

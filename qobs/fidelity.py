@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS
 from qobs.errors import ConfigError, contained
 
 MAX_QUBITS = 10
@@ -259,8 +260,6 @@ def on_job(record: Any) -> None:
     """
     if record.purpose == "probe" or record.status != "ok" or _noiseless(record):
         return
-    from qobs.telemetry import CTX_CIRCUITS, CTX_COUNTS
-
     counts = record.context.get(CTX_COUNTS)
     circuits = record.context.get(CTX_CIRCUITS)
     if not counts or not circuits:
@@ -286,8 +285,6 @@ def _noiseless(record: Any) -> bool:
         return False
     if record.provider == "qiskit":
         return True
-    from qobs.telemetry import CTX_BACKEND
-
     backend = record.context.get(CTX_BACKEND)
     if backend is None or not type(backend).__module__.startswith("qiskit_aer"):
         return False

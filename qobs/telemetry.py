@@ -20,6 +20,14 @@ from typing import Any
 
 from qobs import metrics as _metrics
 from qobs import runtime
+from qobs._context import (  # noqa: F401 - re-exported: adapters and listeners use them from here
+    CTX_BACKEND,
+    CTX_CALIBRATION,
+    CTX_CIRCUITS,
+    CTX_COUNTS,
+    CTX_METRICS,
+    CTX_RESULT,
+)
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
 
@@ -75,13 +83,6 @@ class JobRecord:
 JobListener = Callable[[JobRecord], None]
 _listeners: list[JobListener] = []
 
-# Keys adapters put into ``JobRecord.context`` for listeners (never stored, never exported):
-CTX_BACKEND = "backend"      # the SDK backend/device object the job ran on
-CTX_CIRCUITS = "circuits"    # executed circuits (Qiskit QuantumCircuit, bound; PennyLane QuantumScript)
-CTX_COUNTS = "counts"        # list of {bitstring: count} per executed circuit, when the SDK gives counts
-CTX_RESULT = "result"        # the SDK result object
-CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()``), when available
-CTX_CALIBRATION = "calibration"  # the backend's calibration snapshot when the job ended (qobs.calibration)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import sys
 import threading
@@ -270,7 +271,8 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
         try:
             decision = telemetry.check_submit(SubmitRequest(
                 operation=OPERATION, backend=job.name, provider=PROVIDER, shots=job.shots,
-                circuits=len(job.tapes), purpose=job.purpose, backend_obj=dev, circuit_objs=job.tapes))
+                circuits=len(job.tapes), purpose=job.purpose, backend_obj=dev,
+                circuit_objs=job.tapes)) if telemetry.guards_wanted() else None
         except SubmissionRefused as exc:
             with _contained:
                 _refused(job, dev, exc)
@@ -308,7 +310,22 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
 
 def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
             rerouted: tuple[str, str | None] | None, derivative: bool) -> None:
-    rec = handle.record
+    """Hand the batch over to be recorded off this thread (``_outcome`` reads it there)."""
+    handle.t_end = time.perf_counter()
+    handle.record.context[CTX_BACKEND] = dev
+    telemetry.finish_job_later(handle, functools.partial(_outcome, job, dev, result, elapsed, exc, rerouted,
+                                                         derivative), contextvars.copy_context())
+
+
+def _outcome(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
+             rerouted: tuple[str, str | None] | None, derivative: bool, handle: Any) -> None:
+    """Read a batch's outcome into its record (on the recorder's thread)."""
+    with _contained:
+        _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record)
+
+
+def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
+          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any) -> None:
     tapes = job.tapes
     rec.circuits = len(tapes)
     rec.shots = job.shots
@@ -336,7 +353,6 @@ def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: 
             counts = _counts(tapes, result)
             if counts is not None:
                 ctx[CTX_COUNTS] = counts
-    telemetry.finish_job(handle)
 
 
 def _trainable(tapes: tuple) -> int | None:

@@ -349,7 +349,7 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
             bindings += 1
             shots_known = False
             continue
-        n = max(int(pub.parameter_values.size), 1)
+        n = max(math.prod(pub.parameter_values.shape), 1)  # numpy's size: a ufunc reduction per job
         bindings += n
         desc.sizes.append(n)
         if kind == "sampler":

@@ -26,10 +26,33 @@ from qobs.contract import Attr
 PROVIDER = "pennylane"
 
 
+class _Recorded(list):
+    """Job records as the listener sees them; reading first records the jobs handed over so far
+    (the adapter hands them to qobs's recorder thread)."""
+
+    def __len__(self) -> int:
+        telemetry.drain()
+        return super().__len__()
+
+    def __iter__(self):
+        telemetry.drain()
+        return super().__iter__()
+
+    def __getitem__(self, i):
+        telemetry.drain()
+        return super().__getitem__(i)
+
+    def __eq__(self, other: object) -> bool:
+        telemetry.drain()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @pytest.fixture
 def jobs(qobs_run) -> Iterator[list[telemetry.JobRecord]]:
     """Finished PennyLane job records, in order."""
-    out: list[telemetry.JobRecord] = []
+    out: list[telemetry.JobRecord] = _Recorded()
 
     def listen(rec: telemetry.JobRecord) -> None:
         if rec.provider == PROVIDER:
@@ -340,11 +363,14 @@ def test_structure_cache_is_bounded_and_never_recomputes_a_seen_structure(jobs, 
         return qml.tape.QuantumScript(ops, [qml.expval(qml.PauliZ(0))])
 
     dev.execute([tape(n, 0.1) for n in range(1, 5)] * 3)  # 4 structures, 12 tapes
+    telemetry.drain()  # shapes are read where jobs are recorded
     assert len(computed) == 4
     dev.execute([tape(n, 0.9) for n in range(1, 5)])  # same structures, new angles
+    telemetry.drain()
     assert len(computed) == 4
     for start in range(5, 200, 20):  # 195 distinct structures
         dev.execute([tape(n, 0.2) for n in range(start, start + 20)])
+        telemetry.drain()
         assert _stats.size() <= 16
     assert sum(r.circuits for r in jobs) == 12 + 4 + 195 + 5
 
@@ -385,6 +411,7 @@ def test_a_failure_inside_qobs_is_contained(jobs, monkeypatch) -> None:
     before = errors.internal_error_counts.get("adapter:pennylane", 0)
     dev = qml.device("default.qubit")
     assert np.isclose(qnode(dev)(params()), qnode(qml.device("default.qubit"))(params()))
+    telemetry.drain()
     assert errors.internal_error_counts.get("adapter:pennylane", 0) > before
 
 
@@ -528,6 +555,7 @@ def test_spans_nest_under_the_callers_span(spans, jobs) -> None:
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("training step") as parent:
         qml.grad(circuit)(params(2))
+    telemetry.drain()
     mine = [s for s in spans.get_finished_spans() if s.name == "device_execute default.qubit"]
     assert len(mine) == len(jobs) == 2
     for s in mine:

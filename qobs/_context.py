@@ -1,0 +1,11 @@
+"""Keys adapters put into ``JobRecord.context`` for listeners (never stored, never exported).
+
+A module of its own, importing nothing, so that listeners read the keys without importing the pipeline.
+"""
+
+CTX_BACKEND = "backend"      # the SDK backend/device object the job ran on
+CTX_CIRCUITS = "circuits"    # executed circuits (Qiskit QuantumCircuit, bound; PennyLane QuantumScript)
+CTX_COUNTS = "counts"        # list of {bitstring: count} per executed circuit, when the SDK gives counts
+CTX_RESULT = "result"        # the SDK result object
+CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()``), when available
+CTX_CALIBRATION = "calibration"  # the backend's calibration snapshot when the job ended (qobs.calibration)
