@@ -230,3 +230,35 @@ def test_user_sitecustomize_still_runs_under_qobs_run(tmp_path: Path):
                            sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("True ['pennylane', 'qiskit']"), proc.stdout
+
+
+def test_handed_over_jobs_are_recorded_by_the_recorder_thread_and_drained_on_read(qobs_run):
+    """No flush, no read: the recorder thread records a handed-over job and the writer commits it on
+    their own; a job handed over just before a read is recorded by the read itself."""
+    import sqlite3
+    import time
+
+    from prometheus_client import REGISTRY
+
+    seen: list[str] = []
+    listener = lambda rec: seen.append(rec.backend)  # noqa: E731
+    telemetry.add_job_listener(listener)
+    try:
+        h = telemetry.start_job("backend_run", "recorder_dev", "p", circuits=1)
+        h.record.shots = 10
+        telemetry.finish_job_later(h)
+        deadline = time.monotonic() + 10
+        rows: list[tuple] = []
+        while time.monotonic() < deadline and not rows:
+            time.sleep(0.05)
+            rows = sqlite3.connect(qobs_run).execute(
+                "SELECT shots, status FROM jobs WHERE backend = 'recorder_dev'").fetchall()
+        assert rows == [(10, "ok")] and seen == ["recorder_dev"]
+
+        h2 = telemetry.start_job("backend_run", "recorder_dev2", "p", circuits=1)
+        telemetry.finish_job_later(h2)
+        assert REGISTRY.get_sample_value("qobs_jobs_total", {
+            "backend": "recorder_dev2", "provider": "p", "operation": "backend_run", "status": "ok"}) == 1
+        assert seen == ["recorder_dev", "recorder_dev2"]
+    finally:
+        telemetry.remove_job_listener(listener)
