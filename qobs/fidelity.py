@@ -279,13 +279,13 @@ def on_job(record: Any) -> None:
 
 
 def _noiseless(record: Any) -> bool:
-    """Whether the job ran on an ideal simulator: Qiskit's reference primitives and simulators, or
+    """Whether the job ran on an ideal simulator: Qiskit's reference primitives and BasicSimulator, or
     Aer without a noise model."""
     if record.simulator is not True:
         return False
-    if record.provider == "qiskit":
-        return True
     backend = record.context.get(CTX_BACKEND)
+    if record.provider == "qiskit":  # the reference primitives and BasicSimulator; not fake (noisy) backends
+        return backend is None or type(backend).__name__ == "BasicSimulator"
     if backend is None or not type(backend).__module__.startswith("qiskit_aer"):
         return False
     return getattr(getattr(backend, "options", None), "noise_model", False) is None

@@ -289,6 +289,7 @@ class _Recorder:
     def __init__(self) -> None:
         self._q: deque[tuple[Any, JobHandle, Callable[[JobHandle], None] | None]] = deque()
         self._lock = threading.RLock()  # one drainer at a time; a listener may drain again (reentrant)
+        self._busy = False  # a drainer holds jobs taken off the queue and not yet recorded
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -300,8 +301,12 @@ class _Recorder:
         q.append((ctx, handle, prepare))
         if self._thread is None or self._pid != os.getpid():
             self._start()
-        elif len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after:
-            self.drain()  # the thread is starved (or the queue is long): record on this thread
+        elif (len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after) and \
+                self._lock.acquire(False):  # the thread is starved (or the queue is long): record here,
+            try:                              # unless someone is recording already (never wait for them)
+                self.drain()
+            finally:
+                self._lock.release()
 
     def _start(self) -> None:
         with self._lock:
@@ -320,15 +325,22 @@ class _Recorder:
         """Record every job handed over so far (on the calling thread)."""
         q = self._q
         with self._lock:
-            while q:
-                ctx, handle, prepare = q.popleft()
-                _finish_now(ctx, handle, prepare)
+            busy, self._busy = self._busy, True
+            try:
+                while q:
+                    ctx, handle, prepare = q.popleft()
+                    _finish_now(ctx, handle, prepare)
+                    self._last = time.monotonic()
+            finally:
+                self._busy = busy
             self._last = time.monotonic()
 
     def after_fork(self) -> None:
         """A forked child records its own jobs only; the parent's queue and thread stay the parent's."""
         self._q = deque()
         self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._busy = False
         self._thread = None
         self._last = time.monotonic()
 
@@ -388,7 +400,7 @@ def remove_end_hook(fn: JobListener) -> None:
 
 def drain() -> None:
     """Record every job handed to ``finish_job_later`` so far, now, on this thread."""
-    if _recorder._q:
+    if _recorder._q or _recorder._busy:  # busy: a job taken off the queue is being recorded; wait for it
         _recorder.drain()
 
 

@@ -215,7 +215,7 @@ class _Desc:
     """What is known about a job at submission."""
 
     __slots__ = ("backend", "backend_obj", "bindings", "circuits", "operation", "parent", "precision", "provider",
-                 "pubs", "run_input", "session_id", "shots_req", "shots_total", "simulator", "sizes")
+                 "pubs", "run_input", "session_id", "shapes", "shots_req", "shots_total", "simulator", "sizes")
 
     def __init__(self, operation: str, backend: str, provider: str) -> None:
         self.operation, self.backend, self.provider = operation, backend, provider
@@ -228,7 +228,9 @@ class _Desc:
         self.shots_req: int | None = None
         self.shots_total: int | None = None
         self.precision: float | None = None
-        self.sizes: list[int] = []  # bindings per circuit of run_input / pubs (their shapes: read off-thread)
+        self.sizes: list[int] = []  # bindings per circuit of run_input / pubs
+        # their shapes, read at submission (cached: a lookup) so that a circuit changed later does not count
+        self.shapes: list[CircuitStats | None] = []
         self.session_id: str | None = None
         self.parent: Any = None
 
@@ -352,6 +354,7 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
         n = max(math.prod(pub.parameter_values.shape), 1)  # numpy's size: a ufunc reduction per job
         bindings += n
         desc.sizes.append(n)
+        desc.shapes.append(stats_of(pub.circuit))
         if kind == "sampler":
             if pub.shots is None:
                 shots_known = False
@@ -408,6 +411,7 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
     else:
         desc.sizes = [1] * len(circuits)
         total = len(circuits)
+    desc.shapes = [stats_of(c) if isinstance(c, QuantumCircuit) else None for c in circuits]
     desc.circuits = total
     desc.bindings = total
     shots = kwargs.get("shots")
@@ -538,18 +542,16 @@ def _start(desc: _Desc) -> JobHandle:
 
 
 def _shapes(desc: _Desc, rec: Any) -> None:
-    """Circuit shapes (width, depth, two-qubit gates, before and after transpilation) and the job's
-    share of transpile time, into the record (off the user's thread: the circuits are cached by
-    identity and structure, and the job holds them)."""
+    """Circuit shapes (read at submission) and the job's share of transpile time and two-qubit gates
+    before transpilation, into the record (off the user's thread)."""
     QuantumCircuit = _qc_type()
     circuits = _circuits_of(desc)
     stats: list[CircuitStats] = []
     transpile_s = None
     two_q_before = None
-    for circ, n in zip(circuits, desc.sizes, strict=False):
-        if not isinstance(circ, QuantumCircuit):
+    for circ, n, st in zip(circuits, desc.sizes, desc.shapes, strict=False):
+        if st is None or not isinstance(circ, QuantumCircuit):
             continue
-        st = stats_of(circ)
         stats.extend([st] * n) if n > 1 else stats.append(st)
         hit = _state.transpiled.get(id(circ))
         if hit is not None and hit[0]() is circ:

@@ -262,3 +262,27 @@ def test_handed_over_jobs_are_recorded_by_the_recorder_thread_and_drained_on_rea
         assert seen == ["recorder_dev", "recorder_dev2"]
     finally:
         telemetry.remove_job_listener(listener)
+
+
+def test_drain_waits_for_a_job_the_recorder_thread_is_recording(qobs_run):
+    """A reader (a budget guard, a scrape, flush) must see a job the thread has taken off the queue
+    but not finished recording: drain() waits for it rather than finding the queue empty."""
+    import threading
+    import time
+
+    started, done = threading.Event(), []
+
+    def slow(rec: telemetry.JobRecord) -> None:
+        if rec.backend == "slow_dev":
+            started.set()
+            time.sleep(0.3)
+            done.append(rec.backend)
+
+    telemetry.add_job_listener(slow)
+    try:
+        telemetry.finish_job_later(telemetry.start_job("backend_run", "slow_dev", "p", circuits=1))
+        assert started.wait(10)  # the recorder thread is inside the listener now
+        telemetry.drain()
+        assert done == ["slow_dev"]
+    finally:
+        telemetry.remove_job_listener(slow)
