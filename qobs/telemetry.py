@@ -224,9 +224,8 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
     record = JobRecord(operation=operation, backend=backend, provider=provider, **fields)
     span = None
     try:
-        rt = runtime.current() or runtime.start()
-        tracer = rt.tracing.tracer if rt is not None and rt.tracing is not None and tracing_possible() else None
-        if tracer is not None:
+        tracer = _tracer()
+        if tracer is not None and tracing_possible():
             span = tracer.start_span(Span.job(operation, backend), context=parent,
                                      attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,
                                                  Attr.PROVIDER: provider})
@@ -569,12 +568,7 @@ def span_attributes(rec: JobRecord) -> dict[str, Any]:
         Attr.MODEL: rec.model,
     }
     if rec.stats:
-        a[Attr.WIDTH] = max(s.width for s in rec.stats)
-        a[Attr.DEPTH] = max(s.depth for s in rec.stats)
-        a[Attr.TWO_QUBIT_GATES] = max(s.two_qubit_gates for s in rec.stats)
-        before = [s.depth_before for s in rec.stats if s.depth_before is not None]
-        if before:
-            a[Attr.DEPTH_BEFORE] = max(before)
+        a[Attr.DEPTH], a[Attr.WIDTH], a[Attr.TWO_QUBIT_GATES], a[Attr.DEPTH_BEFORE] = _shape_maxima(rec.stats)
     if rec.cost is not None:
         a[Attr.COST_AMOUNT] = float(rec.cost)
         a[Attr.COST_CURRENCY] = rec.cost_currency
@@ -612,6 +606,17 @@ def _ids(span: Any) -> tuple[str | None, str | None]:
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
 
 
+def _shape_maxima(stats: list[CircuitStats]) -> tuple[int | None, int | None, int | None, int | None]:
+    """The job's largest depth, width, two-qubit gate count and depth before transpilation (None when unknown)."""
+    if not stats:
+        return None, None, None, None
+    if len(stats) == 1:  # the common case: no generator per figure
+        s0 = stats[0]
+        return s0.depth, s0.width, s0.two_qubit_gates, s0.depth_before
+    return (max(s.depth for s in stats), max(s.width for s in stats), max(s.two_qubit_gates for s in stats),
+            max((s.depth_before for s in stats if s.depth_before is not None), default=None))
+
+
 JOB_COLUMNS = ("run_id", "ts", "backend", "provider", "operation", "purpose", "circuits", "bindings", "shots",
                "shots_requested", "depth", "width", "two_qubit_gates", "depth_before", "transpile_s", "queue_s",
                "execution_s", "duration_s", "status", "error_type", "submission_reason", "cost", "cost_currency",
@@ -624,16 +629,7 @@ def _store_job(handle: JobHandle) -> None:
         return
     rec = handle.record
     trace_id, span_id = _ids(handle.span)
-    st = rec.stats
-    if not st:
-        depth = width = twoq = before = None
-    elif len(st) == 1:
-        s0 = st[0]
-        depth, width, twoq, before = s0.depth, s0.width, s0.two_qubit_gates, s0.depth_before
-    else:
-        depth, width = max(s.depth for s in st), max(s.width for s in st)
-        twoq = max(s.two_qubit_gates for s in st)
-        before = max((s.depth_before for s in st if s.depth_before is not None), default=None)
+    depth, width, twoq, before = _shape_maxima(rec.stats)
     rt.writer.insert_values("jobs", JOB_COLUMNS, (
         rt.run_id, rec.started_at, rec.backend, rec.provider, rec.operation, rec.purpose, rec.circuits, rec.bindings,
         rec.shots, rec.shots_requested, depth, width, twoq, before, rec.transpile_s, rec.queue_s, rec.execution_s,

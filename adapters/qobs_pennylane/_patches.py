@@ -341,8 +341,7 @@ def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException |
         attrs[Attr.REROUTED_FROM] = rerouted[0]
         if rerouted[1]:
             attrs[Attr.REROUTE_REASON] = rerouted[1]
-    ctx = rec.context
-    ctx[CTX_BACKEND] = dev
+    ctx = rec.context  # CTX_BACKEND was set at hand-over, for the end hooks
     ctx[CTX_CIRCUITS] = tapes
     if exc is not None:
         rec.status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"

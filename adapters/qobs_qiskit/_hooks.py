@@ -368,7 +368,7 @@ def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str,
         desc.shots_total = shots_total if shots_known else None
     else:
         desc.precision = max(precisions) if precisions else None
-    if _tracing():
+    if telemetry.tracing_possible():
         desc.parent = _parent([p.circuit for p in coerced if p is not None])
     return desc
 
@@ -420,13 +420,9 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
         shots = getattr(opts, "shots", None) if opts is not None else None
     if isinstance(shots, int) and not isinstance(shots, bool):
         desc.shots_req, desc.shots_total = shots, shots * total
-    if _tracing():
+    if telemetry.tracing_possible():
         desc.parent = _parent([c for c in circuits if isinstance(c, QuantumCircuit)])
     return desc
-
-
-def _tracing() -> bool:
-    return telemetry.tracing_possible()
 
 
 def _parent(circuits: list[Any]) -> Any:
@@ -544,13 +540,11 @@ def _start(desc: _Desc) -> JobHandle:
 def _shapes(desc: _Desc, rec: Any) -> None:
     """Circuit shapes (read at submission) and the job's share of transpile time and two-qubit gates
     before transpilation, into the record (off the user's thread)."""
-    QuantumCircuit = _qc_type()
-    circuits = _circuits_of(desc)
     stats: list[CircuitStats] = []
     transpile_s = None
     two_q_before = None
-    for circ, n, st in zip(circuits, desc.sizes, desc.shapes, strict=False):
-        if st is None or not isinstance(circ, QuantumCircuit):
+    for circ, n, st in zip(_circuits_of(desc), desc.sizes, desc.shapes, strict=False):
+        if st is None:  # not a QuantumCircuit
             continue
         stats.extend([st] * n) if n > 1 else stats.append(st)
         hit = _state.transpiled.get(id(circ))
