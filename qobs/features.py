@@ -80,17 +80,19 @@ def activate(s: config.Settings) -> None:
     telemetry.add_job_listener(on_job)
     telemetry.add_submit_guard(guard)
     telemetry.add_end_hook(calibration.at_end)
+    telemetry.add_result_wanter(fidelity.wants_result)
     _active = True
 
 
 def deactivate() -> None:
     """Unregister the listener and guard (``qobs.uninstrument()``)."""
     global _active, _settings
-    from qobs import calibration, telemetry
+    from qobs import calibration, fidelity, telemetry
 
     telemetry.remove_job_listener(on_job)
     telemetry.remove_submit_guard(guard)
     telemetry.remove_end_hook(calibration.at_end)
+    telemetry.remove_result_wanter(fidelity.wants_result)
     _active, _settings = False, None
 
 

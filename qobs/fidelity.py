@@ -278,6 +278,15 @@ def on_job(record: Any) -> None:
             return
 
 
+_COUNTING_OPERATIONS = frozenset({"backend_run", "sampler"})  # Qiskit jobs with counts of circuits with clbits
+
+
+def wants_result(record: Any) -> bool:
+    """Result wanter (``telemetry.add_result_wanter``): the jobs ``on_job`` may sample keep their counts."""
+    return (record.operation in _COUNTING_OPERATIONS and record.purpose != "probe"
+            and _settings().fidelity_sample > 0 and not _noiseless(record))
+
+
 def _noiseless(record: Any) -> bool:
     """Whether the job ran on an ideal simulator: Qiskit's reference primitives and BasicSimulator, or
     Aer without a noise model."""

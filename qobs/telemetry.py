@@ -397,6 +397,42 @@ def remove_end_hook(fn: JobListener) -> None:
     _end_hooks = [f for f in _end_hooks if f is not fn]
 
 
+_result_wanters: list[JobListener] = []
+
+
+def add_result_wanter(fn: Callable[[JobRecord], bool]) -> None:
+    """``fn(record)`` says, as a job is handed over, whether its listener will read the job's SDK objects
+    (``CTX_RESULT``, ``CTX_COUNTS``, ``CTX_CIRCUITS``) when it is recorded (the fidelity probe does)."""
+    global _result_wanters
+    if fn not in _result_wanters:
+        _result_wanters = [*_result_wanters, fn]
+
+
+def remove_result_wanter(fn: Callable[[JobRecord], bool]) -> None:
+    global _result_wanters
+    _result_wanters = [f for f in _result_wanters if f is not fn]
+
+
+def results_wanted(record: JobRecord) -> bool:
+    """Whether anything will read this job's result, counts or circuits when it is recorded.
+
+    When nothing will, adapters read the few figures they need as the job is handed over and let the
+    SDK's objects go at once: a queue of results waiting to be recorded keeps thousands of objects
+    alive, and the collections of the cyclic GC they trigger cost more than reading them does.
+    """
+    rt = runtime.current()
+    if rt is not None and (rt.settings.record_parameters or rt.settings.record_results):
+        return True
+    for fn in _result_wanters:
+        try:
+            if fn(record):
+                return True
+        except Exception as exc:  # noqa: BLE001
+            report_internal("result_wanter", exc)
+            return True
+    return False
+
+
 def drain() -> None:
     """Record every job handed to ``finish_job_later`` so far, now, on this thread."""
     if _recorder._q or _recorder._busy:  # busy: a job taken off the queue is being recorded; wait for it

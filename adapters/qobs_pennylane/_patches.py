@@ -310,9 +310,20 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
 
 def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
             rerouted: tuple[str, str | None] | None, derivative: bool) -> None:
-    """Hand the batch over to be recorded off this thread (``_outcome`` reads it there)."""
+    """Hand the batch over to be recorded off this thread.
+
+    When nothing will read the tapes or the result later (``telemetry.results_wanted``), the batch's
+    figures are read here and the tapes and result are let go at once: holding them until the
+    recorder's next batch lets them survive into the GC's older generations, whose collections walk
+    PennyLane's whole heap. Otherwise ``_outcome`` reads them on the recorder's thread.
+    """
     handle.t_end = time.perf_counter()
     handle.record.context[CTX_BACKEND] = dev
+    if not telemetry.results_wanted(handle.record):
+        with _contained:
+            _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record, keep=False)
+        telemetry.finish_job_later(handle, None, contextvars.copy_context())
+        return
     telemetry.finish_job_later(handle, functools.partial(_outcome, job, dev, result, elapsed, exc, rerouted,
                                                          derivative), contextvars.copy_context())
 
@@ -325,7 +336,8 @@ def _outcome(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseExceptio
 
 
 def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any) -> None:
+          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any, keep: bool = True) -> None:
+    """A batch's figures into its record; with ``keep``, its tapes, result and counts too, for listeners."""
     tapes = job.tapes
     rec.circuits = len(tapes)
     rec.shots = job.shots
@@ -342,11 +354,12 @@ def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException |
         if rerouted[1]:
             attrs[Attr.REROUTE_REASON] = rerouted[1]
     ctx = rec.context  # CTX_BACKEND was set at hand-over, for the end hooks
-    ctx[CTX_CIRCUITS] = tapes
+    if keep:
+        ctx[CTX_CIRCUITS] = tapes
     if exc is not None:
         rec.status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
         rec.error_type = type(exc).__qualname__
-    else:
+    elif keep:
         ctx[CTX_RESULT] = result
         if not derivative:
             counts = _counts(tapes, result)

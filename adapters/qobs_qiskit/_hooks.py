@@ -942,18 +942,29 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
 # --- reading outcomes --------------------------------------------------------------------------
 def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | None = None,
             cancelled: bool = False, failed: bool = False) -> None:
-    """Hand the job over to be recorded off this thread (``_outcome`` reads it there)."""
+    """Hand the job over to be recorded off this thread.
+
+    When nothing will read the job's SDK objects later (``telemetry.results_wanted``) and its figures are
+    local, they are read here and the result is let go at once; otherwise ``_outcome`` reads them on the
+    recorder's thread (an IBM job's ``metrics()`` may be a request to the service).
+    """
     h = tracker.handle
     end = tracker.t_done if tracker.t_done is not None else tracker.t_end
     h.t_end = end if end is not None else time.perf_counter()
+    job = tracker.job
+    if (job is None or not callable(getattr(job, "metrics", None))) and not telemetry.results_wanted(h.record):
+        with _contained:
+            _outcome(tracker.desc, job, tracker.t_run, tracker.t_end, result, error, cancelled, failed, h, keep=False)
+        telemetry.finish_job_later(h, None, tracker.ctx)
+        return
     telemetry.finish_job_later(h, functools.partial(
-        _outcome, tracker.desc, tracker.job, tracker.t_run, tracker.t_end, result, error, cancelled, failed),
+        _outcome, tracker.desc, job, tracker.t_run, tracker.t_end, result, error, cancelled, failed),
         tracker.ctx)
 
 
 def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
-             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle) -> None:
-    """Read a job's outcome into its record (on the recorder's thread)."""
+             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle, keep: bool = True) -> None:
+    """Read a job's outcome into its record; with ``keep``, the result, counts and circuits too, for listeners."""
     rec = h.record
     with _contained:
         _shapes(desc, rec)
@@ -963,11 +974,12 @@ def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, re
         rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
     else:
         with _contained:
-            rec.context[CTX_RESULT] = result
+            if keep:
+                rec.context[CTX_RESULT] = result
             if desc.operation == "backend_run":
-                _read_backend_result(rec, desc, result)
+                _read_backend_result(rec, desc, result, keep)
             else:
-                _read_primitive_result(rec, desc, result)
+                _read_primitive_result(rec, desc, result, keep)
     with _contained:
         _read_job(rec, job, t_run, t_end)
 
@@ -1042,7 +1054,7 @@ class LazySeq(list):
     __hash__ = None  # type: ignore[assignment]
 
 
-def _read_backend_result(rec: Any, desc: _Desc, result: Any) -> None:
+def _read_backend_result(rec: Any, desc: _Desc, result: Any, keep: bool = True) -> None:
     exps = list(getattr(result, "results", None) or [])
     ok = [e for e in exps if getattr(e, "success", True)]
     rec.shots = sum(int(e.shots) for e in ok if isinstance(getattr(e, "shots", None), int))
@@ -1058,8 +1070,9 @@ def _read_backend_result(rec: Any, desc: _Desc, result: Any) -> None:
     if isinstance(t, (int, float)):
         rec.execution_s = float(t)
     rec.circuits = len(exps) or rec.circuits
-    rec.context[CTX_CIRCUITS] = desc.run_input
-    rec.context[CTX_COUNTS] = LazySeq(len(exps), lambda i: _counts_or_none(result, i))
+    if keep:
+        rec.context[CTX_CIRCUITS] = desc.run_input
+        rec.context[CTX_COUNTS] = LazySeq(len(exps), lambda i: _counts_or_none(result, i))
 
 
 def _counts_or_none(result: Any, i: int) -> dict[str, int] | None:
@@ -1069,7 +1082,7 @@ def _counts_or_none(result: Any, i: int) -> dict[str, int] | None:
         return None
 
 
-def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
+def _read_primitive_result(rec: Any, desc: _Desc, result: Any, keep: bool = True) -> None:
     pubs = [p for p in desc.pubs if p is not None]
     index: list[tuple[int, tuple[int, ...]]] = []
     shots = 0
@@ -1087,7 +1100,8 @@ def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
                 shots_known = False
             else:
                 shots += int(per) * size
-            index.extend((i, idx) for idx in _ndindex(*shape)) if shape else index.append((i, ()))
+            if keep:
+                index.extend((i, idx) for idx in _ndindex(*shape)) if shape else index.append((i, ()))
         else:
             n = max(int(pubs[i].parameter_values.size), 1) if i < len(pubs) else 1
             per = md.get("shots")
@@ -1103,7 +1117,7 @@ def _read_primitive_result(rec: Any, desc: _Desc, result: Any) -> None:
     rec.shots = shots if shots_known else None
     if exec_s is not None:
         rec.execution_s = exec_s
-    if desc.operation == "sampler":
+    if keep and desc.operation == "sampler":
         rec.context[CTX_COUNTS] = LazySeq(len(index), lambda k: _pub_counts(result, index[k]))
         rec.context[CTX_CIRCUITS] = LazySeq(len(index), lambda k: _bound_circuit(pubs, index[k]))
 

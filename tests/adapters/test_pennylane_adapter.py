@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
+import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -479,7 +481,7 @@ def test_results_and_gradients_are_bit_identical_with_and_without_instrumentatio
         assert np.array_equal(a, b)
 
 
-def test_counts_results_reach_listeners(jobs) -> None:
+def test_counts_results_reach_listeners_that_ask_for_them(jobs) -> None:
     dev = qml.device("default.qubit", seed=3)
 
     @qml.qnode(dev)
@@ -488,11 +490,40 @@ def test_counts_results_reach_listeners(jobs) -> None:
         qml.CNOT([0, 1])
         return qml.counts()
 
-    result = with_shots(bell, 64)()
-    (rec,) = jobs
-    assert rec.context[telemetry.CTX_COUNTS] == [dict(result)]
-    assert sum(rec.context[telemetry.CTX_COUNTS][0].values()) == 64
-    assert rec.context[telemetry.CTX_BACKEND] is dev
+    wanted = lambda rec: True  # noqa: E731 - a listener that reads results says so
+    telemetry.add_result_wanter(wanted)
+    try:
+        result = with_shots(bell, 64)()
+    finally:
+        telemetry.remove_result_wanter(wanted)
+    with_shots(bell, 32)()  # nobody asks: the record carries its figures, not the SDK's objects
+    asked, unasked = jobs
+    assert asked.context[telemetry.CTX_COUNTS] == [dict(result)]
+    assert sum(asked.context[telemetry.CTX_COUNTS][0].values()) == 64
+    assert asked.context[telemetry.CTX_BACKEND] is dev
+    assert telemetry.CTX_COUNTS not in unasked.context and telemetry.CTX_CIRCUITS not in unasked.context
+    assert (unasked.shots, unasked.circuits, unasked.status) == (32, 1, "ok")
+
+
+def test_a_batch_nothing_asks_for_is_not_kept_until_it_is_recorded(jobs) -> None:
+    """The tapes and result of an executed batch are let go when the user drops them, not held until
+    the recorder's next batch (held objects age into the GC's old generations, whose collections
+    walk PennyLane's whole heap). The recorder is kept from recording while the test looks."""
+    dev = qml.device("default.qubit")
+    rec = telemetry._recorder
+    with rec._lock:  # the recorder thread cannot record meanwhile
+        rec._last = time.monotonic()
+        tape = qml.tape.QuantumScript([qml.RY(0.3, 0), qml.CNOT([0, 1])], [qml.expval(qml.PauliZ(1))])
+        result = dev.execute((tape,))
+        refs = [weakref.ref(tape), weakref.ref(tape.operations[0])]
+        value = float(result[0])
+        del tape, result
+        alive = [r() is not None for r in refs]
+        queued = len(rec._q)
+    assert queued >= 1 and alive == [False, False]
+    (job,) = jobs
+    assert (job.circuits, job.shots, job.status) == (1, 0, "ok")
+    assert value == pytest.approx(np.cos(0.3))
 
 
 def test_legacy_device_through_the_facade(jobs) -> None:

@@ -10,12 +10,14 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import qobs
+from qobs import telemetry
 
 pytest.importorskip("qiskit_aer")
 
@@ -337,3 +339,32 @@ def test_depth_is_computed_once_per_circuit_structure(qobs_run, monkeypatch):
         sampler.run([(qc, [0.2] * qc.num_parameters)], shots=8).result()  # same object
     qobs.flush()  # shapes are read where jobs are recorded, off the user's thread
     assert len(calls) == 1  # the bound copies share the parameterised circuit's structure
+
+
+def test_a_result_nothing_asks_for_is_not_kept_until_it_is_recorded(qobs_run):
+    """An ideal simulator's result is let go when the user drops it, not held until the recorder's next
+    batch (held results age into the GC's old generations: collections that walk the whole heap). A job
+    the fidelity probe may sample (a noisy backend) keeps its result until recorded, and is checked.
+    The recorder is kept from recording while the test looks."""
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    qobs.configure(fidelity_sample=1.0)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.1, 2), ["cx"])
+    ideal = aer()
+    noisy = AerSimulator(noise_model=noise, max_parallel_threads=1, seed_simulator=2)
+    circ = transpile(ansatz().assign_parameters(np.linspace(0.1, 0.6, 6)), ideal)
+    rec = telemetry._recorder
+    with rec._lock:  # the recorder thread cannot record meanwhile
+        rec._last = time.monotonic()
+        alive = {}
+        for name, backend in (("ideal", ideal), ("noisy", noisy)):
+            result = backend.run(circ, shots=128).result()
+            ref = weakref.ref(result)
+            del result
+            alive[name] = ref() is not None
+        queued = len(rec._q)
+    assert queued == 2 and alive == {"ideal": False, "noisy": True}
+    rows = jobs_rows(qobs_run)
+    assert [(r["shots"], r["status"], r["circuits"]) for r in rows] == [(128, "ok", 1)] * 2
+    assert rows[0]["execution_s"] is not None and rows[0]["depth"] == circ.depth()
