@@ -137,6 +137,24 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 _dumps = json.JSONEncoder(default=str).encode  # one encoder: json.dumps(default=...) builds one per call
+_json_memo: dict[tuple[tuple[str, Any], ...], str] = {}
+
+
+def _json(value: Any) -> str:
+    """``_dumps(value)``; a small dict of str keys and str or int values (the attributes most jobs carry,
+    repeated job after job) is encoded once."""
+    if type(value) is dict and len(value) <= 4:
+        for k, v in value.items():
+            if type(k) is not str or (type(v) is not str and type(v) is not int):
+                return _dumps(value)
+        key = tuple(value.items())  # exact types checked: equal keys encode alike (1 == True is excluded)
+        out = _json_memo.get(key)
+        if out is None:
+            if len(_json_memo) >= 1024:
+                _json_memo.clear()
+            out = _json_memo[key] = _dumps(value)
+        return out
+    return _dumps(value)
 
 
 def _encode(row: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +177,7 @@ def _params(cols: tuple[str, ...], chunk: list[tuple[Any, ...]], strict: bool) -
         row = list(vals)
         for i in js:
             if row[i] is not None:
-                row[i] = _dumps(row[i])
+                row[i] = _json(row[i])
         out.extend(row)
     return out
 
@@ -279,39 +297,41 @@ class Writer:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         try:
             for table, op, cols, rows in _groups(batch):
+                done = [0]  # rows committed so far (a group is committed in chunks)
                 try:
-                    self._exec(conn, table, op, cols, rows)
+                    self._exec(conn, table, op, cols, rows, done)
                 except sqlite3.OperationalError as exc:
+                    left = rows[done[0]:]
                     if busy_ms is not None and ("locked" in str(exc) or "busy" in str(exc)):
-                        for row in rows:
+                        for row in left:
                             self._q.put((table, cols, row, op))  # the writer thread commits them once the lock is gone
                         continue
-                    self.dropped += len(rows)
+                    self.dropped += len(left)
                     report_internal("store", exc)
                 except Exception as exc:  # noqa: BLE001 - a full disk or bad row must not kill the writer
-                    self.dropped += len(rows)
+                    self.dropped += len(rows) - done[0]
                     report_internal("store", exc)
         finally:
             if busy_ms is not None:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def _exec(self, conn: sqlite3.Connection, table: str, op: str, cols: tuple[str, ...] | None,
-              rows: list[Any]) -> None:
+              rows: list[Any], done: list[int]) -> None:
+        """Commit ``rows``, counting the committed ones in ``done[0]``."""
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         if op == "insert":
             assert cols is not None
-            # One multi-row statement per chunk: atomic, and a single GIL release per chunk.
-            per = max(1, _MAX_VARIABLES // max(len(cols), 1))
-            head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-            one = "(" + ", ".join("?" * len(cols)) + ")"
-            for i in range(0, len(rows), per):
-                chunk = rows[i:i + per]
-                sql = head + ", ".join([one] * len(chunk))
-                try:
-                    conn.execute(sql, _params(cols, chunk, strict=False))
-                except (sqlite3.ProgrammingError, sqlite3.InterfaceError):  # a value SQLite cannot bind
-                    conn.execute(sql, _params(cols, chunk, strict=True))
+            # Multi-row statements of a few fixed sizes (128, 64, ..., 1 rows): each is atomic, releases the
+            # GIL once, and is prepared once per connection (a statement sized to every batch would be
+            # parsed anew each time: that cost more than the inserts themselves).
+            i, n = 0, len(rows)
+            cap = max(1, min(_CHUNK_ROWS, _MAX_VARIABLES // max(len(cols), 1)))
+            while i < n:
+                k = min(cap, 1 << ((n - i).bit_length() - 1))
+                self._insert_chunk(conn, table, cols, rows[i:i + k])
+                i += k
+                done[0] = i
             return
         for row in rows:
             row = _encode(row)
@@ -323,10 +343,47 @@ class Writer:
                     conn.execute(f"UPDATE {table} SET {sets} WHERE run_id = :run_id", row)
             else:  # insert_once
                 conn.execute(f"INSERT INTO {table} ({cols_sql}) VALUES ({marks}) ON CONFLICT DO NOTHING", row)
+            done[0] += 1
+
+
+    def _insert_chunk(self, conn: sqlite3.Connection, table: str, cols: tuple[str, ...], chunk: list[Any]) -> None:
+        """Insert ``chunk`` in one statement. A row SQLite refuses (a constraint) is dropped and counted on
+        its own, the others still land; an ``OperationalError`` (locked, busy, disk) is the caller's."""
+        sql = _insert_sql(table, cols, len(chunk))
+        try:
+            try:
+                conn.execute(sql, _params(cols, chunk, strict=False))
+            except (sqlite3.ProgrammingError, sqlite3.InterfaceError):  # a value SQLite cannot bind
+                conn.execute(sql, _params(cols, chunk, strict=True))
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if len(chunk) > 1:
+                for row in chunk:
+                    self._insert_chunk(conn, table, cols, [row])
+                return
+            self.dropped += 1
+            report_internal("store", exc)
+
+
+_CHUNK_ROWS = 128
+_MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
+_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
+
+
+def _insert_sql(table: str, cols: tuple[str, ...], rows: int) -> str:
+    """The text of a ``rows``-row insert (cached: the same text finds the connection's prepared statement)."""
+    key = (table, cols, rows)
+    sql = _sql.get(key)
+    if sql is None:
+        if len(_sql) > 256:
+            _sql.clear()
+        one = "(" + ", ".join("?" * len(cols)) + ")"
+        sql = _sql[key] = f"INSERT INTO {table} ({', '.join(cols)}) VALUES " + ", ".join([one] * rows)
+    return sql
 
 
 INLINE_BUSY_MS = 50  # how long an inline drain (on the user's thread) waits for a locked store
-_MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
 
 
 def _groups(batch: list[tuple[str, Any, Any, str]]) -> list[tuple[str, str, Any, list[Any]]]:

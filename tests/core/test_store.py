@@ -239,3 +239,24 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> Non
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], errors
         assert store.connect(path, create=False).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_large_batch_lands_once_in_order_and_a_refused_row_costs_only_itself(tmp_path: Path) -> None:
+    """A batch is committed in chunks of a few fixed sizes (300 rows: 128 + 128 + 32 + 8 + 4). A row
+    SQLite refuses (``ts`` is NOT NULL) is dropped and counted alone; its chunk's other rows land."""
+    from qobs import errors
+
+    w = store.Writer(tmp_path / "runs.db", 60.0)  # nothing commits before the flush: one batch
+    before = errors.internal_error_counts.get("store", 0)
+    cols = ("run_id", "ts", "shots", "attrs")
+    for i in range(300):
+        w.insert_values("jobs", cols, ("r", None if i == 150 else float(i), i, {"k": i % 3, "flag": "x"}))
+    w.insert_values("jobs", cols, ("r", 300.0, 300, {"k": 1}))
+    w.insert_values("jobs", cols, ("r", 301.0, 301, {"k": True}))  # true, not the memo's {"k": 1} (1 == True)
+    w.flush()
+    w.close()
+    got = sqlite3.connect(tmp_path / "runs.db").execute("SELECT shots, attrs FROM jobs ORDER BY id").fetchall()
+    want = [(i, f'{{"k": {i % 3}, "flag": "x"}}') for i in range(300) if i != 150] + [(300, '{"k": 1}'),
+                                                                                         (301, '{"k": true}')]
+    assert got == want
+    assert w.dropped == 1 and errors.internal_error_counts.get("store", 0) == before + 1
