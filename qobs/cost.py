@@ -379,7 +379,8 @@ _ledger = _Ledger()
 def on_job(record: Any) -> None:
     """Job listener: fill ``record.cost``, ``cost_source``, ``cost_currency`` (or ``priced=False``)."""
     if record.cost is not None:  # the adapter already knows (e.g. a provider-billed figure)
-        _ledger.add(record.model, record.cost)
+        if record.cost:
+            _ledger.add(record.model, record.cost)
         return
     c = price_job(record)
     if c.reason:
@@ -390,7 +391,8 @@ def on_job(record: Any) -> None:
         record.priced = False
         return
     record.cost, record.cost_currency, record.cost_source = c.amount, c.currency, c.source
-    _ledger.add(record.model, c.amount)
+    if c.amount:  # a free job changes no ledger
+        _ledger.add(record.model, c.amount)
 
 
 def record_samples(model: str, n: int) -> None:

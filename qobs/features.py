@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from qobs import config
-from qobs.errors import contained
+from qobs.errors import contained, report_internal
 
 _settings: config.Settings | None = None
 _active = False
@@ -26,17 +26,16 @@ def settings() -> config.Settings:
     return _settings
 
 
-_steps: tuple[tuple[contained, Any], ...] | None = None
+_steps: tuple[tuple[str, Any], ...] | None = None
 
 
-def _listener_steps() -> tuple[tuple[contained, Any], ...]:
+def _listener_steps() -> tuple[tuple[str, Any], ...]:
     global _steps
     if _steps is None:
         from qobs import budgets, calibration, cost, fidelity
 
-        _steps = tuple((contained(name), fn) for name, fn in (
-            ("probe_mark", fidelity.mark_probe), ("cost", cost.on_job), ("budgets", budgets.on_job),
-            ("fidelity", fidelity.on_job), ("calibration", calibration.on_job)))
+        _steps = (("probe_mark", fidelity.mark_probe), ("cost", cost.on_job), ("budgets", budgets.on_job),
+                  ("fidelity", fidelity.on_job), ("calibration", calibration.on_job))
     return _steps
 
 
@@ -46,8 +45,10 @@ def on_job(record: Any) -> None:
     Each step is contained on its own: a failing one is counted and the next still runs.
     """
     for component, step in _steps or _listener_steps():
-        with component:
+        try:
             step(record)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(component, exc)
 
 
 def guard(request: Any) -> Any:

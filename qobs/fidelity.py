@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from qobs import features
 from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS
 from qobs.errors import ConfigError, contained
 
@@ -153,8 +154,6 @@ def reset() -> None:
 
 
 def _settings() -> Any:
-    from qobs import features
-
     return features.settings()
 
 

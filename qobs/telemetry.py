@@ -587,7 +587,9 @@ def _record_metrics(rec: JobRecord) -> None:
     if rec.duration_s is not None and rec.submission_reason is None:
         s.duration(rec.duration_s)
     if rec.cost is not None and rec.cost_source:
-        _metrics.instruments()["qobs_cost_usd_total"].child(b, rec.cost_source).inc(float(rec.cost))
+        child = _metrics.instruments()["qobs_cost_usd_total"].child(b, rec.cost_source)  # the series exists at 0
+        if rec.cost:
+            child.inc(float(rec.cost))
     elif not rec.priced:
         _metrics.instruments()["qobs_unpriced_jobs_total"].child(b).inc()
 

@@ -534,12 +534,13 @@ def _start(desc: _Desc) -> JobHandle:
                             circuits=desc.circuits, bindings=desc.bindings, shots_requested=desc.shots_req,
                             precision=desc.precision, simulator=desc.simulator, session_id=desc.session_id)
     h.record.context[CTX_BACKEND] = desc.backend_obj
+    _shapes(desc, h.record)
     return h
 
 
 def _shapes(desc: _Desc, rec: Any) -> None:
-    """Circuit shapes (read at submission) and the job's share of transpile time and two-qubit gates
-    before transpilation, into the record (off the user's thread)."""
+    """Circuit shapes and the job's share of transpile time and two-qubit gates before transpilation,
+    into the record, at submission (a circuit changed later does not count)."""
     stats: list[CircuitStats] = []
     transpile_s = None
     two_q_before = None
@@ -556,10 +557,6 @@ def _shapes(desc: _Desc, rec: Any) -> None:
         rec.transpile_s, rec.transpile_observed_here = transpile_s, False
     if two_q_before is not None:
         rec.attributes[TWO_Q_BEFORE] = two_q_before
-
-
-def _shapes_of_job(desc: _Desc, h: JobHandle) -> None:
-    _shapes(desc, h.record)
 
 
 def _circuits_of(desc: _Desc) -> list[Any]:
@@ -588,7 +585,7 @@ def _check(desc: _Desc) -> Any:
             h = _start(desc)
             h.record.status, h.record.submission_reason = "error", getattr(exc, "reason", "budget") or "budget"
             h.record.error_type = type(exc).__name__
-            telemetry.finish_job_later(h, functools.partial(_shapes_of_job, desc), contextvars.copy_context())
+            telemetry.finish_job_later(h, None, contextvars.copy_context())
         raise
 
 
@@ -611,7 +608,7 @@ def _submission_failed(tracker: _Tracker | None, exc: BaseException) -> None:
     rec = tracker.handle.record
     rec.status, rec.error_type, rec.submission_reason = "error", type(exc).__name__, _reason(exc)
     tracker.take()
-    telemetry.finish_job_later(tracker.handle, functools.partial(_shapes_of_job, tracker.desc), tracker.ctx)
+    telemetry.finish_job_later(tracker.handle, None, tracker.ctx)
 
 
 def _reroute(desc: _Desc, decision: Any, target: Any, kind: str) -> Any:
@@ -966,8 +963,6 @@ def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, re
              error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle, keep: bool = True) -> None:
     """Read a job's outcome into its record; with ``keep``, the result, counts and circuits too, for listeners."""
     rec = h.record
-    with _contained:
-        _shapes(desc, rec)
     if cancelled or isinstance(error, CancelledError):
         rec.status = "cancelled"
     elif error is not None or failed:
