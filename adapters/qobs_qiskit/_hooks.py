@@ -78,6 +78,7 @@ class _State:
         self.transpiled: dict[int, tuple[Any, int, int, float]] = {}
         self.pubs: dict[tuple[int, int | None], tuple[Any, int, Any]] = {}
         self.backends: dict[int, tuple[Any, str, str, bool | None]] = {}  # id -> (ref, name, provider, simulator)
+        self.descs: dict[tuple, tuple[Any, tuple[Any, ...], tuple[int, ...], _Desc]] = {}
 
 
 _state = _State()
@@ -327,7 +328,53 @@ def _default_precision(prim: Any) -> float | None:
     return None
 
 
+def _reused(key: tuple, target: Any, circuits: list[Any]) -> _Desc | None:
+    """The description of a job made of the same target and circuit objects (same lengths) as one seen
+    before, with the same shots: a repeated job is described once. Read-only (``_observe`` copies it
+    before a reroute changes it)."""
+    hit = _state.descs.get(key)
+    if hit is None or hit[0]() is not target:
+        return None
+    refs, lengths = hit[1], hit[2]
+    for i, c in enumerate(circuits):
+        if refs[i]() is not c or lengths[i] != len(c):
+            return None
+    return hit[3]
+
+
+def _keep(key: tuple, target: Any, circuits: list[Any], desc: _Desc) -> None:
+    """Remember ``desc`` for ``_reused`` unless it depends on more than its key (a tracing parent, an
+    IBM session)."""
+    if desc.parent is not None or desc.session_id is not None or desc.provider == "ibm":
+        return
+    try:
+        entry = (weakref.ref(target), tuple(weakref.ref(c) for c in circuits), tuple(len(c) for c in circuits), desc)
+    except TypeError:
+        return
+    with _state.lock:
+        if len(_state.descs) >= _IDENT_MAX:
+            _state.descs.clear()
+        _state.descs[key] = entry
+
+
 def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
+    key = None
+    if kind == "sampler" and pubs and not telemetry.tracing_possible():
+        QuantumCircuit = _qc_type()
+        if all(type(p) is QuantumCircuit and p.num_parameters == 0 for p in pubs):  # bare bound circuits
+            shots = kwargs.get("shots")
+            key = ("sampler", id(prim), shots if shots is not None else _default_shots(prim),
+                   *map(id, pubs))
+            desc = _reused(key, prim, pubs)
+            if desc is not None:
+                return desc
+    desc = _describe_primitive_anew(prim, kind, pubs, kwargs)
+    if key is not None:
+        _keep(key, prim, pubs, desc)
+    return desc
+
+
+def _describe_primitive_anew(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
     desc = _primitive_desc(prim, kind)
     Pub = _pub_type(kind)
     if kind == "sampler":
@@ -394,6 +441,25 @@ def _coerce(pub_type: Any, pub: Any, arg: Any, kind: str) -> Any:
 
 
 def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
+    QuantumCircuit = _qc_type()
+    key = circuits = None
+    if not kwargs.get("parameter_binds") and not telemetry.tracing_possible():
+        circuits = [run_input] if type(run_input) is QuantumCircuit else run_input
+        if type(circuits) in (list, tuple) and circuits and all(type(c) is QuantumCircuit for c in circuits):
+            shots = kwargs.get("shots")
+            if shots is None:
+                shots = getattr(getattr(backend, "options", None), "shots", None)
+            key = ("backend_run", id(backend), shots if isinstance(shots, int) else None, *map(id, circuits))
+            desc = _reused(key, backend, circuits)
+            if desc is not None:
+                return desc
+    desc = _describe_backend_run_anew(backend, run_input, kwargs)
+    if key is not None and circuits is not None:
+        _keep(key, backend, circuits, desc)
+    return desc
+
+
+def _describe_backend_run_anew(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
     QuantumCircuit = _qc_type()
     desc = _Desc("backend_run", "", "")
     _describe_backend(desc, backend)
@@ -652,6 +718,7 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
     requested, unsupported = None, False
     if decision is not None:
         with _contained:
+            desc = copy.copy(desc)  # a description may be shared by repeated jobs (``_reused``)
             before = desc.backend
             new = _reroute(desc, decision, target, kind)
             if new is None:

@@ -368,3 +368,29 @@ def test_a_result_nothing_asks_for_is_not_kept_until_it_is_recorded(qobs_run):
     rows = jobs_rows(qobs_run)
     assert [(r["shots"], r["status"], r["circuits"]) for r in rows] == [(128, "ok", 1)] * 2
     assert rows[0]["execution_s"] is not None and rows[0]["depth"] == circ.depth()
+
+
+def test_a_repeated_job_described_once_still_sees_what_changed(qobs_run):
+    """Repeated jobs (same backend or sampler, same circuit objects, same shots) reuse one description;
+    a changed default shot count, a circuit grown in place, another circuit or a new sampler is
+    described anew."""
+    sim = aer()
+    qc = transpile(ansatz().assign_parameters(np.linspace(0.1, 0.6, 6)), sim)
+    sim.set_options(shots=100)
+    sim.run(qc).result()
+    sim.run(qc).result()
+    sim.set_options(shots=200)
+    sim.run(qc).result()
+    grown = qc.copy()
+    sim.run(grown).result()
+    grown.x(0)
+    grown.measure_all()  # a new register and measurements: deeper and wider in clbits
+    sim.run(grown).result()
+    sampler = AerSampler(seed=1)
+    for shots in (64, 64, 32):
+        sampler.run([qc], shots=shots).result()
+    rows = jobs_rows(qobs_run)
+    assert [r["shots_requested"] for r in rows] == [100, 100, 200, 200, 200, 64, 64, 32]
+    assert [r["shots"] for r in rows] == [100, 100, 200, 200, 200, 64, 64, 32]
+    assert [r["depth"] for r in rows[:5]] == [qc.depth()] * 4 + [grown.depth()]
+    assert grown.depth() > qc.depth()
