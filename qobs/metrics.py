@@ -33,12 +33,12 @@ class Child:
     its public methods instead.
     """
 
-    __slots__ = ("inc", "labels", "observe", "set")
+    __slots__ = ("inc", "labels", "observe", "observe_many", "set")
 
     def __init__(self, prom: Any, kind: str, otel: Any | None, labels: dict[str, str]) -> None:
         self.labels = labels
         noop: Callable[..., None] = _reject(kind)
-        self.inc = self.observe = self.set = noop
+        self.inc = self.observe = self.observe_many = self.set = noop
         if kind == "counter":
             inc = _fast_inc(prom)
             if otel is not None:
@@ -49,12 +49,20 @@ class Child:
             self.inc = inc
         elif kind == "histogram":
             observe = _fast_observe(prom)
+            many = _fast_observe_many(prom, observe)
             if otel is not None:
                 def observe_both(value: float, _observe: Callable[[float], None] = observe) -> None:
                     _observe(value)
                     otel.record(value, labels)
                 observe = observe_both
+
+                def many_both(values: list[float], _many: Callable[[list[float]], None] = many) -> None:
+                    _many(values)
+                    for v in values:
+                        otel.record(v, labels)
+                many = many_both
             self.observe = observe
+            self.observe_many = many
         elif otel is None:
             self.set = prom.set
         else:
@@ -90,6 +98,33 @@ def _fast_observe(prom: Any) -> Callable[[float], None]:
         if value == value:  # NaN goes in no bucket, as in the client
             incs[bisect_left(bounds, value)](1)  # the first bound >= value, as the client's scan finds
     return observe
+
+
+def _fast_observe_many(prom: Any, observe: Callable[[float], None]) -> Callable[[list[float]], None]:
+    """``observe`` of each value, as one update per touched bucket and one of the sum (a batch of jobs
+    takes each lock once, not once per value). Falls back to ``observe`` per value."""
+    bounds, buckets, total = (getattr(prom, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    if observe is getattr(prom, "observe", None) or not isinstance(buckets, list):
+        def each(values: list[float]) -> None:
+            for v in values:
+                observe(v)
+        return each
+    incs = [b.inc for b in buckets]
+    add_sum = total.inc
+
+    def many(values: list[float]) -> None:
+        if len(values) == 1:
+            observe(values[0])
+            return
+        add_sum(sum(values))
+        counts: dict[int, int] = {}
+        for v in values:
+            if v == v:  # NaN goes in no bucket
+                i = bisect_left(bounds, v)
+                counts[i] = counts.get(i, 0) + 1
+        for i, n in counts.items():
+            incs[i](n)
+    return many
 
 
 def _reject(kind: str) -> Callable[..., None]:

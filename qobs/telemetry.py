@@ -325,12 +325,15 @@ class _Recorder:
         q = self._q
         with self._lock:
             busy, self._busy = self._busy, True
+            batch = _batch_begin()  # the batch's metrics are applied once, at its end
             try:
                 while q:
                     ctx, handle, prepare = q.popleft()
                     _finish_now(ctx, handle, prepare)
                     self._last = time.monotonic()
             finally:
+                if batch:
+                    _batch_end()
                 self._busy = busy
             self._last = time.monotonic()
 
@@ -531,15 +534,26 @@ _SERIES_SPEC: dict[str, tuple[str, str, Callable[..., tuple]]] = {
 }
 
 
+_HISTOGRAMS = ("depth", "width", "twoq", "transpile", "queue", "execution", "duration")
+
+
 class _Series:
     """The series one kind of job updates (same backend, provider, operation, status and purpose),
     so that a job costs one dict lookup rather than one per metric. Each series is created on first
-    use (a series never updated is not exposed, as before)."""
+    use (a series never updated is not exposed, as before).
 
-    __slots__ = ("_key", *_SERIES_SPEC)
+    Inside a recorder batch, jobs add to this bundle's tallies (``_n``: jobs, circuits, shots, analytic
+    circuits; ``_h``: the values of each histogram) and ``_apply`` updates each series once per batch,
+    so a job takes no lock of its own."""
+
+    __slots__ = ("_dirty", "_h", "_key", "_many", "_n", *_SERIES_SPEC)
 
     def __init__(self, key: tuple) -> None:
         self._key = key
+        self._n = [0, 0, 0, 0]
+        self._h: tuple[list[float], ...] = tuple([] for _ in _HISTOGRAMS)
+        self._many: dict[str, Callable[[list[float]], None]] = {}
+        self._dirty = False
 
     def __getattr__(self, name: str) -> Any:
         spec = _SERIES_SPEC.get(name)
@@ -549,6 +563,56 @@ class _Series:
         fn = getattr(_metrics.instruments()[metric].child(*labels(*self._key)), method)
         setattr(self, name, fn)
         return fn
+
+    def many(self, name: str) -> Callable[[list[float]], None]:
+        fn = self._many.get(name)
+        if fn is None:
+            metric, _, labels = _SERIES_SPEC[name]
+            fn = self._many[name] = _metrics.instruments()[metric].child(*labels(*self._key)).observe_many
+        return fn
+
+    def _apply(self) -> None:
+        n = self._n
+        self._n = [0, 0, 0, 0]
+        h = self._h
+        self._h = tuple([] for _ in _HISTOGRAMS)
+        self._dirty = False
+        if n[0]:
+            self.jobs(n[0])
+        if n[1]:
+            self.circuits(n[1])
+        if n[2]:
+            self.shots(n[2])
+        if n[3]:
+            self.analytic(n[3])
+        for name, values in zip(_HISTOGRAMS, h, strict=True):
+            if values:
+                self.many(name)(values)
+
+
+_batch_owner: int | None = None  # the thread whose recorder batch is tallying metrics
+_dirty: list[_Series] = []
+
+
+def _batch_begin() -> bool:
+    """Start tallying this thread's job metrics (True if this call started it: it must end it)."""
+    global _batch_owner
+    if _batch_owner is not None:
+        return False
+    _batch_owner = threading.get_ident()
+    return True
+
+
+def _batch_end() -> None:
+    """Apply the tallies of the batch to the series, and stop tallying."""
+    global _batch_owner, _dirty
+    dirty, _dirty = _dirty, []
+    _batch_owner = None
+    for s in dirty:
+        try:
+            s._apply()
+        except Exception as exc:  # noqa: BLE001
+            report_internal("metrics", exc)
 
 
 _series: dict[tuple, _Series] = {}
@@ -563,9 +627,50 @@ def _record_metrics(rec: JobRecord) -> None:
         if len(_series) >= _SERIES_MAX:
             _series.clear()
         s = _series[key] = _Series(key)
-    s.jobs()
+    if _batch_owner is not None and _batch_owner == threading.get_ident():
+        _tally(s, rec)
+    else:
+        _update(s, rec)
     if rec.submission_reason is not None:
         _metrics.instruments()["qobs_submission_errors_total"].child(b, p, rec.submission_reason).inc()
+    if rec.cost is not None and rec.cost_source:
+        child = _metrics.instruments()["qobs_cost_usd_total"].child(b, rec.cost_source)  # the series exists at 0
+        if rec.cost:
+            child.inc(float(rec.cost))
+    elif not rec.priced:
+        _metrics.instruments()["qobs_unpriced_jobs_total"].child(b).inc()
+
+
+def _tally(s: _Series, rec: JobRecord) -> None:
+    """``_update`` inside a recorder batch: add to the bundle's tallies (applied at the batch's end)."""
+    if not s._dirty:
+        s._dirty = True
+        _dirty.append(s)
+    n = s._n
+    n[0] += 1
+    if rec.circuits:
+        n[1] += rec.circuits
+    if rec.shots:
+        n[2] += rec.shots
+    elif rec.shots == 0 and rec.circuits and rec.status == "ok":
+        n[3] += rec.circuits
+    depth, width, twoq, transpile, queue, execution, duration = s._h
+    for st in rec.stats:
+        depth.append(st.depth)
+        width.append(st.width)
+        twoq.append(st.two_qubit_gates)
+    if rec.transpile_s is not None and rec.transpile_observed_here:
+        transpile.append(rec.transpile_s)
+    if rec.queue_s is not None:
+        queue.append(rec.queue_s)
+    if rec.execution_s is not None:
+        execution.append(rec.execution_s)
+    if rec.duration_s is not None and rec.submission_reason is None:
+        duration.append(rec.duration_s)
+
+
+def _update(s: _Series, rec: JobRecord) -> None:
+    s.jobs()
     if rec.circuits:
         s.circuits(rec.circuits)
     if rec.shots:
@@ -586,12 +691,6 @@ def _record_metrics(rec: JobRecord) -> None:
         s.execution(rec.execution_s)
     if rec.duration_s is not None and rec.submission_reason is None:
         s.duration(rec.duration_s)
-    if rec.cost is not None and rec.cost_source:
-        child = _metrics.instruments()["qobs_cost_usd_total"].child(b, rec.cost_source)  # the series exists at 0
-        if rec.cost:
-            child.inc(float(rec.cost))
-    elif not rec.priced:
-        _metrics.instruments()["qobs_unpriced_jobs_total"].child(b).inc()
 
 
 def span_attributes(rec: JobRecord) -> dict[str, Any]:

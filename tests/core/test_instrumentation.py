@@ -286,3 +286,58 @@ def test_drain_waits_for_a_job_the_recorder_thread_is_recording(qobs_run):
         assert done == ["slow_dev"]
     finally:
         telemetry.remove_job_listener(slow)
+
+
+def test_a_recorder_batch_updates_every_series_as_jobs_one_by_one_would(qobs_run):
+    """The recorder tallies a batch's metrics and applies them once at its end: the totals, sums and
+    buckets must be those of the jobs observed one at a time, for every kind of job in the batch, and
+    a job recorded on its own (``finish_job``, another thread's path) during a batch is not lost."""
+    import random
+    import threading
+    import time
+    from bisect import bisect_left
+
+    from prometheus_client import REGISTRY
+
+    from qobs import contract
+
+    rng = random.Random(7)
+    jobs = []
+    for i in range(300):
+        status = "ok" if i % 7 else "error"
+        jobs.append((f"batch_dev{i % 3}", status, rng.choice([1, 2]), rng.choice([0, 100, 1024]),
+                     rng.choice([0.003, 0.2, 0.2000001, 1.0, 7.5, rng.random()]), rng.choice([None, 0.05])))
+    rec = telemetry._recorder
+    with rec._lock:  # one batch: the recorder thread cannot record until all are handed over
+        rec._last = time.monotonic()
+        for backend, status, circuits, shots, duration, queue in jobs:
+            h = telemetry.start_job("sampler", backend, "p", circuits=circuits)
+            h.record.status, h.record.shots, h.record.duration_s, h.record.queue_s = status, shots, duration, queue
+            h.record.stats = [telemetry.CircuitStats(width=3, depth=5 + circuits, two_qubit_gates=2)] * circuits
+            telemetry.finish_job_later(h)
+        other = threading.Thread(target=lambda: telemetry.record_job(
+            telemetry.JobRecord("sampler", "batch_dev0", "p", circuits=1, shots=5, duration_s=0.2)))
+        other.start()
+        other.join()
+    jobs.append(("batch_dev0", "ok", 1, 5, 0.2, None))
+    get = REGISTRY.get_sample_value  # a read drains (the batch is recorded and applied first)
+    bounds = [*(contract.metric("qobs_job_duration_seconds").buckets or ()), float("inf")]
+    for b in ("batch_dev0", "batch_dev1", "batch_dev2"):
+        mine = [j for j in jobs if j[0] == b]
+        for status in ("ok", "error"):
+            want = sum(1 for j in mine if j[1] == status)
+            assert get("qobs_jobs_total", {"backend": b, "provider": "p", "operation": "sampler",
+                                           "status": status}) == want
+        assert get("qobs_shots_total", {"backend": b, "provider": "p", "purpose": "forward"}) == sum(
+            j[3] for j in mine)
+        assert get("qobs_circuit_depth_sum", {"backend": b}) == sum(  # the last job carried no shapes
+            (5 + j[2]) * j[2] for j in jobs[:-1] if j[0] == b)
+        assert get("qobs_queue_duration_seconds_count", {"backend": b}) == sum(1 for j in mine if j[5] is not None)
+        durations = [j[4] for j in mine]
+        assert get("qobs_job_duration_seconds_sum", {"backend": b, "operation": "sampler"}) == pytest.approx(
+            sum(durations))
+        for le in bounds:
+            label = "+Inf" if le == float("inf") else str(le)
+            want = sum(1 for d in durations if bisect_left(bounds, d) <= bounds.index(le))
+            assert get("qobs_job_duration_seconds_bucket", {"backend": b, "operation": "sampler",
+                                                             "le": label}) == want, (b, le)
