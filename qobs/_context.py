@@ -1,7 +1,14 @@
-"""Keys adapters put into ``JobRecord.context`` for listeners (never stored, never exported).
+"""Keys adapters put into ``JobRecord.context`` for listeners (never stored, never exported), and the
+model whose training step is running.
 
-A module of its own, importing nothing, so that listeners read the keys without importing the pipeline.
+A module of its own, importing nothing of qobs, so that listeners read the keys without importing the pipeline.
 """
+
+from contextvars import ContextVar
+
+# The model of the training step open in this context (``qobs.training.step``): jobs submitted inside it
+# are that model's (``JobRecord.model``, ``SubmitRequest.model``: per-model cost and model-scoped budgets).
+CURRENT_MODEL: ContextVar[str | None] = ContextVar("qobs_model", default=None)
 
 CTX_BACKEND = "backend"      # the SDK backend/device object the job ran on
 CTX_CIRCUITS = "circuits"    # executed circuits (Qiskit QuantumCircuit, bound; PennyLane QuantumScript)

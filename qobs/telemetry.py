@@ -27,6 +27,7 @@ from qobs._context import (  # noqa: F401 - re-exported: adapters and listeners 
     CTX_COUNTS,
     CTX_METRICS,
     CTX_RESULT,
+    CURRENT_MODEL,
 )
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
@@ -139,6 +140,8 @@ def check_submit(request: SubmitRequest) -> SubmitDecision | None:
     blocks the job: adapters record it (status error, reason budget) and let it propagate. A
     guard that fails for any other reason is contained: the job goes on.
     """
+    if request.model is None:
+        request.model = CURRENT_MODEL.get()
     decision = None
     for fn in tuple(_guards):
         try:
@@ -222,6 +225,8 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
     """Open a job at submission time. ``parent`` is an OTel context (default: the active one)."""
     t0 = time.perf_counter()
     record = JobRecord(operation=operation, backend=backend, provider=provider, **fields)
+    if record.model is None:
+        record.model = CURRENT_MODEL.get()  # submitted inside a training step: that model's job
     span = None
     try:
         tracer = _tracer()

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from qobs._context import CURRENT_MODEL
 from qobs.contract import DIVERGENCE_VALUES, Attr, Span
 from qobs.errors import contained
 
@@ -104,11 +105,13 @@ class TrainingStep:
         self.cost: Decimal | None = None
         self.span: Any = None
         self._token: Any = None
+        self._model_token: Any = None
         self._t0 = 0.0
 
     # --- the block ---------------------------------------------------------------------------
     def __enter__(self) -> TrainingStep:
         self._t0 = time.perf_counter()
+        self._model_token = CURRENT_MODEL.set(self.model)  # jobs submitted in the step are this model's
         with contained("training"):
             from opentelemetry import context, trace
 
@@ -121,6 +124,10 @@ class TrainingStep:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         duration = time.perf_counter() - self._t0
+        with contained("training"):
+            if self._model_token is not None:
+                CURRENT_MODEL.reset(self._model_token)
+                self._model_token = None
         with contained("training"):
             if self._token is not None:
                 from opentelemetry import context

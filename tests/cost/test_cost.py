@@ -155,3 +155,32 @@ def test_cost_per_sample_per_step_and_run(qobs_run, metric):
     totals = cost.run_cost(conn, run_id)
     assert totals["cost"] == Decimal("2.55") and totals["samples"] == 150
     assert totals["cost_per_sample"] == Decimal("2.55") / 150
+
+
+def test_jobs_inside_a_training_step_are_that_models_cost_and_budget(qobs_run, metric):
+    """Two models trained side by side on a priced QPU: each step's cost holds only its own model's
+    jobs (submitted inside its step, through the Qiskit adapter), and a model-scoped budget counts only
+    that model's shots. Prices (qobs.sim): 0.10 per task + 0.0005 per shot."""
+    from qiskit import QuantumCircuit, transpile
+
+    from qobs import training
+    from qobs.sim import SimulatedQPU
+
+    qobs.budget("gen_only", shots=1_000_000, scope={"model": "gen"})
+    qpu = SimulatedQPU(seed=1)
+    qc = QuantumCircuit(1)
+    qc.h(0)
+    qc.measure_all()
+    qc = transpile(qc, qpu, seed_transpiler=1)
+    shots = {"gen": 300, "critic": 50}
+    costs: dict[str, list[Decimal | None]] = {"gen": [], "critic": []}
+    for step in range(2):
+        for model in ("gen", "critic"):
+            with training.step(model=model, step=step) as s:
+                qpu.run(qc, shots=shots[model]).result()
+                s.record(samples=10)
+            costs[model].append(s.cost)
+    qpu.run(qc, shots=8).result()  # outside any step: no model, not the budget's
+    qobs.flush()
+    assert costs == {"gen": [Decimal("0.25")] * 2, "critic": [Decimal("0.125")] * 2}
+    assert metric("qobs_shot_budget_used_shots", budget="gen_only") == 2 * 300
