@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qobs import features
-from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS
+from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_PROBE_DRAW
 from qobs.errors import ConfigError, contained
 
 MAX_QUBITS = 10
@@ -267,7 +267,8 @@ def on_job(record: Any) -> None:
         circuits = [circuits]
     if isinstance(counts, dict):
         counts = [counts]
-    if not _sampled():
+    draw = record.context.get(CTX_PROBE_DRAW)
+    if not (_sampled() if draw is None else draw):  # drawn at hand-over, or now (jobs recorded directly)
         return
     for i in range(min(len(circuits), len(counts))):
         circ = circuits[i]
@@ -281,9 +282,15 @@ _COUNTING_OPERATIONS = frozenset({"backend_run", "sampler"})  # Qiskit jobs with
 
 
 def wants_result(record: Any) -> bool:
-    """Result wanter (``telemetry.add_result_wanter``): the jobs ``on_job`` may sample keep their counts."""
-    return (record.operation in _COUNTING_OPERATIONS and record.purpose != "probe"
-            and _settings().fidelity_sample > 0 and not _noiseless(record))
+    """Result wanter (``telemetry.add_result_wanter``): only the jobs the probe samples keep their counts.
+
+    The seeded draw is made here, as the job is handed over (``on_job`` uses it), so that the other jobs
+    let their results go at once."""
+    if (record.operation not in _COUNTING_OPERATIONS or record.purpose == "probe" or _probe_ctx.get() is not None
+            or _settings().fidelity_sample <= 0 or _noiseless(record)):
+        return False
+    draw = record.context[CTX_PROBE_DRAW] = _sampled()
+    return draw
 
 
 def _noiseless(record: Any) -> bool:

@@ -344,7 +344,8 @@ def test_depth_is_computed_once_per_circuit_structure(qobs_run, monkeypatch):
 def test_a_result_nothing_asks_for_is_not_kept_until_it_is_recorded(qobs_run):
     """An ideal simulator's result is let go when the user drops it, not held until the recorder's next
     batch (held results age into the GC's old generations: collections that walk the whole heap). A job
-    the fidelity probe may sample (a noisy backend) keeps its result until recorded, and is checked.
+    the fidelity probe picks (a noisy backend; its seeded draw is made at hand-over) keeps its result
+    until recorded; one it does not pick is let go too.
     The recorder is kept from recording while the test looks."""
     from qiskit_aer.noise import NoiseModel, depolarizing_error
 
@@ -365,8 +366,15 @@ def test_a_result_nothing_asks_for_is_not_kept_until_it_is_recorded(qobs_run):
             alive[name] = ref() is not None
         queued = len(rec._q)
     assert queued == 2 and alive == {"ideal": False, "noisy": True}
+    qobs.configure(fidelity_sample=1e-12)  # the probe draws at hand-over: a job it does not pick is let go
+    with rec._lock:
+        rec._last = time.monotonic()
+        result = noisy.run(circ, shots=128).result()
+        ref = weakref.ref(result)
+        del result
+        assert ref() is None
     rows = jobs_rows(qobs_run)
-    assert [(r["shots"], r["status"], r["circuits"]) for r in rows] == [(128, "ok", 1)] * 2
+    assert [(r["shots"], r["status"], r["circuits"]) for r in rows] == [(128, "ok", 1)] * 3
     assert rows[0]["execution_s"] is not None and rows[0]["depth"] == circ.depth()
 
 
