@@ -41,8 +41,11 @@ def test_demo_tiny_profile_on_aer(tmp_path: Path):
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_readable_store_and_checkpoint(tmp_path: Path):
     store = tmp_path / "runs.db"
+    # Ctrl-C as a person's terminal delivers it: a suite started in the background (``cmd &``) hands its
+    # children SIGINT ignored, which Python keeps, and the demo would never see the signal.
     proc = subprocess.Popen([*QOBS, "demo", "--profile", "full", "--backend", "aer", "--store", str(store)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:  # wait for step 300 (checkpoints written), however slow the machine is
