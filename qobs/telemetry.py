@@ -389,6 +389,25 @@ def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | N
     _recorder.submit(ctx, handle, prepare)
 
 
+def hand_over(handle: JobHandle, read: Callable[[JobHandle, bool], None], ctx: Any | None = None, *,
+              may_block: bool = False) -> None:
+    """Hand a finished job over to be recorded. ``read(handle, keep)`` fills the record from the SDK's
+    objects, and with ``keep`` also the context keys listeners read (``CTX_RESULT``, ...).
+
+    When nothing will read those objects (``results_wanted``) and reading cannot block, ``read`` runs
+    here and the SDK's objects are let go at once: held until the recorder's next batch, they would
+    age into the cyclic GC's older generations, whose collections walk the SDK's whole heap. Otherwise
+    it runs on the recorder's thread."""
+    if not may_block and not results_wanted(handle.record):
+        try:
+            read(handle, False)
+        except Exception as exc:  # noqa: BLE001
+            report_internal("adapter", exc)
+        finish_job_later(handle, None, ctx)
+        return
+    finish_job_later(handle, lambda h: read(h, True), ctx)
+
+
 _end_hooks: list[JobListener] = []
 
 
@@ -577,22 +596,25 @@ class _Series:
         return fn
 
     def _apply(self) -> None:
-        n = self._n
-        self._n = [0, 0, 0, 0]
-        h = self._h
-        self._h = tuple([] for _ in _HISTOGRAMS)
+        n, h = self._n, self._h
+        self._n, self._h = [0, 0, 0, 0], tuple([] for _ in _HISTOGRAMS)
         self._dirty = False
-        if n[0]:
-            self.jobs(n[0])
-        if n[1]:
-            self.circuits(n[1])
-        if n[2]:
-            self.shots(n[2])
-        if n[3]:
-            self.analytic(n[3])
-        for name, values in zip(_HISTOGRAMS, h, strict=True):
-            if values:
-                self.many(name)(values)
+        _apply_tallies(self, n, h)
+
+
+def _apply_tallies(s: _Series, n: list[int], h: tuple[list[float], ...]) -> None:
+    """Update ``s``'s series by tallies ``n`` (jobs, circuits, shots, analytic circuits) and ``h``."""
+    if n[0]:
+        s.jobs(n[0])
+    if n[1]:
+        s.circuits(n[1])
+    if n[2]:
+        s.shots(n[2])
+    if n[3]:
+        s.analytic(n[3])
+    for name, values in zip(_HISTOGRAMS, h, strict=True):
+        if values:
+            s.many(name)(values)
 
 
 _batch_owner: int | None = None  # the thread whose recorder batch is tallying metrics
@@ -647,11 +669,22 @@ def _record_metrics(rec: JobRecord) -> None:
 
 
 def _tally(s: _Series, rec: JobRecord) -> None:
-    """``_update`` inside a recorder batch: add to the bundle's tallies (applied at the batch's end)."""
+    """Inside a recorder batch: add the job to its bundle's tallies (applied at the batch's end)."""
     if not s._dirty:
         s._dirty = True
         _dirty.append(s)
-    n = s._n
+    _add(s._n, s._h, rec)
+
+
+def _update(s: _Series, rec: JobRecord) -> None:
+    """Outside a batch: update the job's series at once."""
+    n, h = [0, 0, 0, 0], tuple([] for _ in _HISTOGRAMS)
+    _add(n, h, rec)
+    _apply_tallies(s, n, h)
+
+
+def _add(n: list[int], h: tuple[list[float], ...], rec: JobRecord) -> None:
+    """Add one job's counts to ``n`` and its histogram values to ``h`` (in ``_HISTOGRAMS`` order)."""
     n[0] += 1
     if rec.circuits:
         n[1] += rec.circuits
@@ -659,7 +692,7 @@ def _tally(s: _Series, rec: JobRecord) -> None:
         n[2] += rec.shots
     elif rec.shots == 0 and rec.circuits and rec.status == "ok":
         n[3] += rec.circuits
-    depth, width, twoq, transpile, queue, execution, duration = s._h
+    depth, width, twoq, transpile, queue, execution, duration = h
     for st in rec.stats:
         depth.append(st.depth)
         width.append(st.width)
@@ -672,30 +705,6 @@ def _tally(s: _Series, rec: JobRecord) -> None:
         execution.append(rec.execution_s)
     if rec.duration_s is not None and rec.submission_reason is None:
         duration.append(rec.duration_s)
-
-
-def _update(s: _Series, rec: JobRecord) -> None:
-    s.jobs()
-    if rec.circuits:
-        s.circuits(rec.circuits)
-    if rec.shots:
-        s.shots(rec.shots)
-    elif rec.shots == 0 and rec.circuits and rec.status == "ok":
-        s.analytic(rec.circuits)
-    if rec.stats:
-        depth, width, twoq = s.depth, s.width, s.twoq
-        for st in rec.stats:
-            depth(st.depth)
-            width(st.width)
-            twoq(st.two_qubit_gates)
-    if rec.transpile_s is not None and rec.transpile_observed_here:
-        s.transpile(rec.transpile_s)
-    if rec.queue_s is not None:
-        s.queue(rec.queue_s)
-    if rec.execution_s is not None:
-        s.execution(rec.execution_s)
-    if rec.duration_s is not None and rec.submission_reason is None:
-        s.duration(rec.duration_s)
 
 
 def span_attributes(rec: JobRecord) -> dict[str, Any]:

@@ -310,33 +310,23 @@ def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: A
 
 def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
             rerouted: tuple[str, str | None] | None, derivative: bool) -> None:
-    """Hand the batch over to be recorded off this thread.
-
-    When nothing will read the tapes or the result later (``telemetry.results_wanted``), the batch's
-    figures are read here and the tapes and result are let go at once: holding them until the
-    recorder's next batch lets them survive into the GC's older generations, whose collections walk
-    PennyLane's whole heap. Otherwise ``_outcome`` reads them on the recorder's thread.
-    """
+    """Hand the batch over to be recorded (``telemetry.hand_over``: read here unless a listener will
+    read the tapes or the result)."""
     handle.t_end = time.perf_counter()
     handle.record.context[CTX_BACKEND] = dev
-    if not telemetry.results_wanted(handle.record):
-        with _contained:
-            _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record, keep=False)
-        telemetry.finish_job_later(handle, None, contextvars.copy_context())
-        return
-    telemetry.finish_job_later(handle, functools.partial(_outcome, job, dev, result, elapsed, exc, rerouted,
-                                                         derivative), contextvars.copy_context())
+    telemetry.hand_over(handle, functools.partial(_outcome, job, dev, result, elapsed, exc, rerouted, derivative),
+                        contextvars.copy_context())
 
 
 def _outcome(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-             rerouted: tuple[str, str | None] | None, derivative: bool, handle: Any) -> None:
-    """Read a batch's outcome into its record (on the recorder's thread)."""
+             rerouted: tuple[str, str | None] | None, derivative: bool, handle: Any, keep: bool) -> None:
+    """Read a batch's outcome into its record."""
     with _contained:
-        _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record)
+        _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record, keep)
 
 
 def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any, keep: bool = True) -> None:
+          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any, keep: bool) -> None:
     """A batch's figures into its record; with ``keep``, its tapes, result and counts too, for listeners."""
     tapes = job.tapes
     rec.circuits = len(tapes)

@@ -357,21 +357,25 @@ def _keep(key: tuple, target: Any, circuits: list[Any], desc: _Desc) -> None:
         _state.descs[key] = entry
 
 
+def _described(key: tuple | None, target: Any, circuits: list[Any], build: Callable[[], _Desc]) -> _Desc:
+    """``build()``'s description, or the one kept for ``key`` (None: not a repeatable job)."""
+    if key is None:
+        return build()
+    desc = _reused(key, target, circuits)
+    if desc is None:
+        desc = build()
+        _keep(key, target, circuits, desc)
+    return desc
+
+
 def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
     key = None
     if kind == "sampler" and pubs and not telemetry.tracing_possible():
         QuantumCircuit = _qc_type()
         if all(type(p) is QuantumCircuit and p.num_parameters == 0 for p in pubs):  # bare bound circuits
             shots = kwargs.get("shots")
-            key = ("sampler", id(prim), shots if shots is not None else _default_shots(prim),
-                   *map(id, pubs))
-            desc = _reused(key, prim, pubs)
-            if desc is not None:
-                return desc
-    desc = _describe_primitive_anew(prim, kind, pubs, kwargs)
-    if key is not None:
-        _keep(key, prim, pubs, desc)
-    return desc
+            key = ("sampler", id(prim), shots if shots is not None else _default_shots(prim), *map(id, pubs))
+    return _described(key, prim, pubs, lambda: _describe_primitive_anew(prim, kind, pubs, kwargs))
 
 
 def _describe_primitive_anew(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
@@ -442,7 +446,7 @@ def _coerce(pub_type: Any, pub: Any, arg: Any, kind: str) -> Any:
 
 def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
     QuantumCircuit = _qc_type()
-    key = circuits = None
+    key, circuits = None, []
     if not kwargs.get("parameter_binds") and not telemetry.tracing_possible():
         circuits = [run_input] if type(run_input) is QuantumCircuit else run_input
         if type(circuits) in (list, tuple) and circuits and all(type(c) is QuantumCircuit for c in circuits):
@@ -450,13 +454,7 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
             if shots is None:
                 shots = getattr(getattr(backend, "options", None), "shots", None)
             key = ("backend_run", id(backend), shots if isinstance(shots, int) else None, *map(id, circuits))
-            desc = _reused(key, backend, circuits)
-            if desc is not None:
-                return desc
-    desc = _describe_backend_run_anew(backend, run_input, kwargs)
-    if key is not None and circuits is not None:
-        _keep(key, backend, circuits, desc)
-    return desc
+    return _described(key, backend, circuits, lambda: _describe_backend_run_anew(backend, run_input, kwargs))
 
 
 def _describe_backend_run_anew(backend: Any, run_input: Any, kwargs: dict[str, Any]) -> _Desc:
@@ -1006,28 +1004,19 @@ def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> Non
 # --- reading outcomes --------------------------------------------------------------------------
 def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | None = None,
             cancelled: bool = False, failed: bool = False) -> None:
-    """Hand the job over to be recorded off this thread.
-
-    When nothing will read the job's SDK objects later (``telemetry.results_wanted``) and its figures are
-    local, they are read here and the result is let go at once; otherwise ``_outcome`` reads them on the
-    recorder's thread (an IBM job's ``metrics()`` may be a request to the service).
-    """
+    """Hand the job over to be recorded (``telemetry.hand_over``; an IBM job's ``metrics()`` may be a
+    request to the service, so it is read on the recorder's thread)."""
     h = tracker.handle
     end = tracker.t_done if tracker.t_done is not None else tracker.t_end
     h.t_end = end if end is not None else time.perf_counter()
     job = tracker.job
-    if (job is None or not callable(getattr(job, "metrics", None))) and not telemetry.results_wanted(h.record):
-        with _contained:
-            _outcome(tracker.desc, job, tracker.t_run, tracker.t_end, result, error, cancelled, failed, h, keep=False)
-        telemetry.finish_job_later(h, None, tracker.ctx)
-        return
-    telemetry.finish_job_later(h, functools.partial(
+    telemetry.hand_over(h, functools.partial(
         _outcome, tracker.desc, job, tracker.t_run, tracker.t_end, result, error, cancelled, failed),
-        tracker.ctx)
+        tracker.ctx, may_block=job is not None and callable(getattr(job, "metrics", None)))
 
 
 def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
-             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle, keep: bool = True) -> None:
+             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle, keep: bool) -> None:
     """Read a job's outcome into its record; with ``keep``, the result, counts and circuits too, for listeners."""
     rec = h.record
     if cancelled or isinstance(error, CancelledError):
