@@ -148,8 +148,8 @@ def run(store: str | None, name: str | None, command: tuple[str, ...]) -> None:
     try:
         code = proc.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():  # None: a handler installed from C, which Python cannot restore
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     exit_code = code if code >= 0 else 128 - code
     if path is not None:
         _close_run(path, run_id, exit_code)

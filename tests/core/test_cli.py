@@ -143,3 +143,38 @@ def test_contract_docs_are_current() -> None:
     root = Path(__file__).resolve().parents[2]
     proc = qobs("contract", "--check", cwd=root)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_run_restores_a_signal_handler_python_did_not_install(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpreter embedded in a host that installed its own C handler gets ``None`` back from
+    ``signal.signal`` for it; `qobs run` must not raise restoring that (it restores the default).
+    Stand-in: no Python program can install a C handler that Python then reports as None (the table is
+    read once at start-up), so ``signal.signal`` answers None for the first install, as it would there."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from qobs import cli
+
+    real = signal.signal
+    seen: dict[int, object] = {}
+
+    def host(sig: int, handler: object) -> object:
+        prev = real(sig, handler)
+        if sig == signal.SIGHUP and sig not in seen:
+            seen[sig] = prev
+            return None
+        return prev
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(signal, "signal", host)
+    try:
+        out = CliRunner().invoke(cli.main, ["run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c",
+                                            "pass"])
+    finally:
+        real(signal.SIGHUP, signal.SIG_DFL)
+    assert out.exit_code == 0, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), repr(out.exception)
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    assert {s: signal.getsignal(s) for s in before} == before  # the others are given back unchanged
