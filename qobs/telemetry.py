@@ -303,7 +303,7 @@ class _Recorder:
     def submit(self, ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None) -> None:
         q = self._q
         q.append((ctx, handle, prepare))
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:  # a forked child gets None from ``after_fork``: no getpid() per job
             self._start()
         elif (len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after) and \
                 self._lock.acquire(False):  # the thread is starved (or the queue is long): record here,
