@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "dashboards": "qobs.dashboards.cli:dashboards",
     "probe": "qobs.feature_cli:probe_command",
     "budgets": "qobs.feature_cli:budgets_command",
+    "fidelity": "qobs.feature_cli:fidelity_command",
     "qgan": "reference_qgan.cli:qgan",
     "report": "qobs.report:report",
 }
@@ -38,6 +39,7 @@ LAZY_HELP: dict[str, str] = {
     "alerts": "SLOs as code: build and check Prometheus alert rules.",
     "budgets": "Shot and money budgets: check files, show state.",
     "dashboards": "Build the Grafana dashboards from the SLI contract.",
+    "fidelity": "Fidelity baselines kept in the run store: show, rebaseline.",
     "probe": "Run the reference-circuit fidelity probe on a backend.",
     "qgan": "The reference QGAN: train, and sample from checkpoints.",
     "report": "Postmortem of a recorded run: findings, timeline, errors, latency, cost.",

@@ -100,3 +100,46 @@ def budgets_status(path: str | None, store: str | None) -> None:
         used_shots, used_usd = budgets._used(b, now)
         click.echo(f"budget {b.name} ({b.period_key(now)}): {used_shots} shots, {used_usd} USD used; "
                    f"{budgets._describe_left(b, used_shots, used_usd)}")
+
+
+@click.group("fidelity")
+def fidelity_command() -> None:
+    """Fidelity baselines kept in the run store."""
+
+
+@fidelity_command.command("baselines")
+@click.option("--store", help="Run store path.")
+def fidelity_baselines(store: str | None) -> None:
+    """The baseline each probed backend's next checks compare with."""
+    from qobs.cli import _open_store, _ts
+    from qobs.fidelity import stored_baseline
+
+    conn = _open_store(store)
+    subjects = [r[0] for r in conn.execute(
+        "SELECT DISTINCT subject FROM events WHERE kind = 'fidelity_check' AND subject IS NOT NULL ORDER BY 1")]
+    if not subjects:
+        click.echo("no fidelity checks in the store")
+    for backend in subjects:
+        found = stored_baseline(conn, backend)
+        if found is None:
+            click.echo(f"{backend}: none (the next checks establish it)")
+        else:
+            click.echo(f"{backend}: {found['baseline']:.4f} (as of {_ts(found['ts'])}, run {found['run_id']})")
+
+
+@fidelity_command.command("rebaseline")
+@click.argument("backend")
+@click.option("--store", help="Run store path.")
+def fidelity_rebaseline(backend: str, store: str | None) -> None:
+    """Accept the backend as it is now: its next checks establish a new baseline (after a recalibration)."""
+    import json
+
+    from qobs.cli import _open_store
+    from qobs.fidelity import REBASELINE, stored_baseline
+
+    conn = _open_store(store)
+    old = stored_baseline(conn, backend)
+    conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES (NULL, ?, ?, ?, ?)",
+                 (time.time(), REBASELINE, backend, json.dumps({"previous": old and old["baseline"]})))
+    was = f"was {old['baseline']:.4f}" if old else "none was kept"
+    click.echo(f"{backend}: baseline cleared ({was}); the next checks establish a new one")

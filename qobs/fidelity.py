@@ -6,7 +6,10 @@ simulators, which can only show shot noise, are not sampled): the ideal
 distribution of the executed circuit (statevector of its unitary part, marginalised onto the
 measured clbits; cached per circuit structure and parameters) against the job's counts. The
 baseline per backend is the mean of the first ``QOBS_FIDELITY_BASELINE_CHECKS`` checks, or the
-pinned ``QOBS_FIDELITY_BASELINE``; a check fails below ``(1 - tolerance) * baseline``.
+pinned ``QOBS_FIDELITY_BASELINE``; a check fails below ``(1 - tolerance) * baseline``. A learned baseline
+outlives the process: every check event carries it, and the next process on the same store carries on
+from it (a restart must not re-learn the baseline from a device that has drifted meanwhile) until
+``qobs fidelity rebaseline BACKEND`` records that the next checks establish a new one.
 
 ``probe(backend)`` (and ``qobs probe``) runs a fixed reference circuit (3-qubit GHZ) with purpose
 ``probe``: steady synthetic traffic and a clean drift signal.
@@ -157,11 +160,57 @@ def _settings() -> Any:
     return features.settings()
 
 
+REBASELINE = "fidelity_rebaseline"  # event kind: the next checks of its subject establish a new baseline
+
+
+def stored_baseline(conn: Any, backend: str) -> dict[str, Any] | None:
+    """The baseline a store holds for ``backend``: the latest learned one (``{"baseline", "ts", "run_id"}``),
+    or None when it holds none or a rebaseline came after it. Pinned baselines are settings, not kept."""
+    row = conn.execute(
+        "SELECT kind, data, ts, run_id FROM events WHERE subject = ? AND (kind = ? OR (kind = 'fidelity_check'"
+        " AND json_extract(data, '$.baseline') IS NOT NULL"
+        " AND COALESCE(json_extract(data, '$.source'), '') != 'pinned')) ORDER BY id DESC LIMIT 1",
+        (backend, REBASELINE)).fetchone()
+    if row is None or row[0] == REBASELINE:
+        return None
+    import json
+
+    value = json.loads(row[1]).get("baseline")
+    return {"baseline": float(value), "ts": row[2], "run_id": row[3]} if isinstance(value, (int, float)) else None
+
+
+def _load_baseline(backend: str) -> float | None:
+    """The store's baseline for ``backend`` (read once per backend per process, never on a job's path)."""
+    from qobs import runtime
+    from qobs.store import connect
+
+    rt = runtime.current() or runtime.start()
+    path = getattr(getattr(rt, "writer", None), "path", None)
+    if path is None:
+        return None
+    with contained("fidelity"):
+        conn = connect(path, create=False)
+        try:
+            found = stored_baseline(conn, backend)
+        finally:
+            conn.close()
+        return None if found is None else found["baseline"]
+    return None
+
+
 def record_check(backend: str, fidelity: float) -> Check:
     """Compare one fidelity with the backend's baseline; update gauges, counter and events."""
     s = _settings()
+    stored = None
+    if s.fidelity_baseline is None and backend not in _baselines:
+        stored = _load_baseline(backend)
     with _lock:
-        st = _baselines.setdefault(backend, {"values": [], "baseline": s.fidelity_baseline})
+        st = _baselines.get(backend)
+        if st is None:
+            pinned = s.fidelity_baseline
+            st = _baselines[backend] = {"values": [], "baseline": pinned if pinned is not None else stored,
+                                        "source": "pinned" if pinned is not None else
+                                        "stored" if stored is not None else "learned"}
         baseline = st["baseline"]
         if baseline is None:
             st["values"].append(fidelity)
@@ -170,6 +219,7 @@ def record_check(backend: str, fidelity: float) -> Check:
             result = "pass"  # while the baseline is being established
         else:
             result = "pass" if fidelity >= (1.0 - s.fidelity_tolerance) * baseline else "fail"
+        source = st["source"]
     from qobs.metrics import instruments
     from qobs.telemetry import record_event
 
@@ -179,7 +229,7 @@ def record_check(backend: str, fidelity: float) -> Check:
         m["qobs_fidelity_baseline"].child(backend).set(baseline)
     m["qobs_fidelity_checks_total"].child(backend, result).inc()
     record_event("fidelity_check", backend, {"fidelity": fidelity, "baseline": baseline, "result": result,
-                                             "tolerance": s.fidelity_tolerance})
+                                             "tolerance": s.fidelity_tolerance, "source": source})
     return Check(backend, fidelity, baseline, result)
 
 

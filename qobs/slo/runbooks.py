@@ -72,7 +72,9 @@ _GUIDE: dict[str, tuple[str, list[str], list[str]]] = {
          "`qobs probe --backend NAME` runs the reference circuit now for a clean reading."],
         ["Wait for the provider's next calibration, or move to a better-calibrated device; results trained "
          "through the drift may need to be re-evaluated.",
-         "If the baseline is wrong (learnt on a bad day), pin it with `QOBS_FIDELITY_BASELINE`."],
+         "`qobs fidelity baselines` shows each backend's baseline and when it was learnt; if it is wrong "
+         "(learnt on a bad day) or the device was recalibrated for good, `qobs fidelity rebaseline BACKEND` "
+         "lets the next checks learn a new one, or pin it with `QOBS_FIDELITY_BASELINE`."],
     ),
     "QobsCalibrationStale": (
         "The calibration data the backend reported at run time is older than the limit.",

@@ -161,3 +161,55 @@ def test_probe_on_a_pennylane_device(qobs_run, metric):
     assert metric("qobs_shots_total", backend="default.qubit", provider="pennylane", purpose="probe") - before == 2000
     with pytest.raises(qobs.errors.ConfigError, match=r"default\.nope"):
         fidelity.probe("default.nope")
+
+
+_CHECKS = """
+import sys, qobs
+from qobs import fidelity
+qobs.configure(store=sys.argv[1], fidelity_baseline_checks=2)
+qobs.instrument()
+for f in map(float, sys.argv[2:]):
+    c = fidelity.record_check("dev_r", f)
+    print(c.result, c.baseline)
+qobs.flush()
+"""
+
+
+def test_a_learned_baseline_outlives_the_process_until_rebaselined(tmp_path):
+    """A restart must not re-learn the baseline from a device that drifted meanwhile: each run is its
+    own process on one store, as a nightly job's runs are."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    store = str(tmp_path / "runs.db")
+
+    def run(*fidelities: float) -> list[tuple[str, float | None]]:
+        r = subprocess.run([sys.executable, "-c", _CHECKS, store, *map(str, fidelities)], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return [(ln.split()[0], None if ln.split()[1] == "None" else float(ln.split()[1]))
+                for ln in r.stdout.splitlines()]
+
+    def cli(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "qobs.cli", "fidelity", *args, "--store", store],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    first = run(0.95, 0.93)  # learns (0.95 + 0.93) / 2
+    assert [c[0] for c in first] == ["pass", "pass"] and first[1][1] == pytest.approx(0.94)
+    assert "dev_r: 0.9400" in cli("baselines")
+    drifted = run(0.80)  # the device drifted between runs: below 0.9 * 0.94
+    assert drifted == [("fail", pytest.approx(0.94))]
+    assert "was 0.9400" in cli("rebaseline", "dev_r")
+    assert "dev_r: none" in cli("baselines")
+    assert run(0.80, 0.82, 0.60) == [("pass", None), ("pass", pytest.approx(0.81)), ("fail", pytest.approx(0.81))]
+    assert "dev_r: 0.8100" in cli("baselines")
+
+
+def test_a_pinned_baseline_is_not_carried_into_the_next_process(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    store = str(tmp_path / "runs.db")
+    for extra, expected in (({"QOBS_FIDELITY_BASELINE": "0.99"}, "fail 0.99"), ({}, "pass None")):
+        r = subprocess.run([sys.executable, "-c", _CHECKS, store, "0.5"], capture_output=True, text=True,
+                           env={**env, **extra}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == expected
