@@ -26,7 +26,8 @@ SLO_THRESHOLDS: dict[str, tuple[str, float]] = {
 }
 
 # Closed value sets of labels whose values are an enumeration.
-STATUS_VALUES = ("ok", "error", "cancelled")
+# blocked: refused by the user's own budget (policy, not a failure: it burns no job-success error budget).
+STATUS_VALUES = ("ok", "error", "cancelled", "blocked")
 PURPOSE_VALUES = ("forward", "gradient", "probe")
 COST_SOURCE_VALUES = ("catalog", "provider", "estimate")
 FIDELITY_RESULT_VALUES = ("pass", "fail")
@@ -73,7 +74,8 @@ def _m(name: str, kind: Kind, unit: str, help: str, labels: tuple[str, ...] = ()
 
 METRICS: tuple[Metric, ...] = (
     # --- jobs and circuits -----------------------------------------------------------------
-    _m("qobs_jobs_total", "counter", "1", "Quantum jobs finished, by final status (ok, error, cancelled).",
+    _m("qobs_jobs_total", "counter", "1",
+       "Quantum jobs finished, by final status (ok, error, cancelled, blocked by a budget).",
        ("backend", "provider", "operation", "status"), closed=("operation", "status")),
     _m("qobs_submission_errors_total", "counter", "1",
        "Jobs refused at submission (never ran), by reason (credentials, validation, rate_limit, budget, other).",

@@ -444,13 +444,14 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
             "SELECT backend, provider, status, cost, cost_currency, circuits, shots, duration_s, queue_s "
             "FROM jobs WHERE run_id = ?", (run_id,)):
         b = backends.setdefault(r["backend"] or "unknown", {
-            "provider": r["provider"], "jobs": 0, "circuits": 0, "shots": 0, "errors": 0, "cancelled": 0,
+            "provider": r["provider"], "jobs": 0, "circuits": 0, "shots": 0, "errors": 0, "cancelled": 0, "blocked": 0,
             "cost": Decimal(0), "currency": None, "unpriced_jobs": 0, "_durations": [], "_queues": []})
         b["jobs"] += 1
         b["circuits"] += r["circuits"] or 0
         b["shots"] += r["shots"] or 0
         b["errors"] += r["status"] == "error"
         b["cancelled"] += r["status"] == "cancelled"
+        b["blocked"] += r["status"] == "blocked"
         if r["cost"] is None:
             b["unpriced_jobs"] += 1
         else:
@@ -473,7 +474,7 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     events = {r["kind"]: r["n"] for r in conn.execute(
         "SELECT kind, COUNT(*) AS n FROM events WHERE run_id = ? GROUP BY kind", (run_id,))}
     totals = {k: sum(b[k] for b in backends.values())
-              for k in ("jobs", "circuits", "shots", "errors", "cancelled", "unpriced_jobs")}
+              for k in ("jobs", "circuits", "shots", "errors", "cancelled", "blocked", "unpriced_jobs")}
     return {
         "backends": backends,
         "totals": totals,

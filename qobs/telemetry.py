@@ -739,7 +739,7 @@ def _end_span(handle: JobHandle) -> None:
 
     rec = handle.record
     span.set_attributes(span_attributes(rec))
-    if rec.status == "error":
+    if rec.status in ("error", "blocked"):  # a blocked submission raised to its caller
         span.set_status(Status(StatusCode.ERROR, rec.error_type or "error"))
     start = getattr(span, "start_time", None)
     if handle.t_end is not None and isinstance(start, int):  # recorded later: end where the job ended

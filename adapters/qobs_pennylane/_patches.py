@@ -386,7 +386,7 @@ def _counts(tapes: tuple, result: Any) -> list[dict[str, int]] | None:
 def _refused(job: _Job, dev: Any, exc: SubmissionRefused) -> None:
     handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
     rec = handle.record
-    rec.status = "error"
+    rec.status = "blocked"
     rec.error_type = type(exc).__qualname__
     rec.submission_reason = getattr(exc, "reason", "budget") or "budget"
     rec.shots_requested = job.shots_requested

@@ -647,7 +647,7 @@ def _check(desc: _Desc) -> Any:
     except SubmissionRefused as exc:
         with _contained:
             h = _start(desc)
-            h.record.status, h.record.submission_reason = "error", getattr(exc, "reason", "budget") or "budget"
+            h.record.status, h.record.submission_reason = "blocked", getattr(exc, "reason", "budget") or "budget"
             h.record.error_type = type(exc).__name__
             telemetry.finish_job_later(h, None, contextvars.copy_context())
         raise

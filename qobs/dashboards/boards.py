@@ -42,7 +42,8 @@ JOBS = "qobs_jobs_total"
 
 OK = series(JOBS, 'status="ok"', BACKEND)
 ERRORS = series(JOBS, 'status="error"', BACKEND)
-FINISHED = series(JOBS, 'status!="cancelled"', BACKEND)  # cancelled jobs count neither way (as in the SLO)
+# Cancelled or budget-blocked jobs count neither way (as in the SLO).
+FINISHED = series(JOBS, 'status!~"cancelled|blocked"', BACKEND)
 
 
 def _vars() -> list[dict[str, Any]]:

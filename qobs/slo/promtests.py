@@ -102,7 +102,9 @@ def slo_series(slo: SLO, phases: list[Phase]) -> list[dict[str, str]]:
     s = slo.sli
     if s.name == "job_success":
         m = "qobs_jobs_total"
-        return [_series(m, _labels(slo, m, status="ok"), good), _series(m, _labels(slo, m, status="error"), bad)]
+        # Jobs a budget blocked ride along in bulk and must move no burn rate (they are policy, not failures).
+        return [_series(m, _labels(slo, m, status="ok"), good), _series(m, _labels(slo, m, status="error"), bad),
+                _series(m, _labels(slo, m, status="blocked"), [3 * (g + b) for g, b in zip(good, bad, strict=True)])]
     if s.name == "submission_errors":
         m = "qobs_jobs_total"
         return [_series(m, _labels(slo, m, status="ok"), good), _series(m, _labels(slo, m, status="error"), bad),

@@ -89,8 +89,9 @@ class SLIKind:
 
 
 SLIS: dict[str, SLIKind] = {s.name: s for s in (
-    SLIKind("job_success", "Jobs that finish with status ok (cancelled jobs are not counted).", "status",
-            "qobs_jobs_total", "qobs_jobs_total", ('status="error"',), ('status!="cancelled"',),
+    SLIKind("job_success", "Jobs that finish with status ok (cancelled jobs, and jobs a budget blocked, are not "
+            "counted).", "status",
+            "qobs_jobs_total", "qobs_jobs_total", ('status="error"',), ('status!~"cancelled|blocked"',),
             example_labels=(("backend", "ibm_torino"), ("provider", "ibm"), ("operation", "sampler"))),
     SLIKind("submission_errors", "Jobs refused at submission, over all jobs.", "status",
             "qobs_jobs_total", "qobs_submission_errors_total", (), (),

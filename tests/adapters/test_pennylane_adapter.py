@@ -431,7 +431,7 @@ def test_submission_refused_is_recorded_and_nothing_runs(jobs, metric) -> None:
     finally:
         telemetry.remove_submit_guard(refuse)
     assert tracker.totals.get("executions", 0) == 0
-    assert [(r.status, r.submission_reason, r.circuits) for r in jobs] == [("error", "budget", 0)]
+    assert [(r.status, r.submission_reason, r.circuits) for r in jobs] == [("blocked", "budget", 0)]
     assert metric("qobs_submission_errors_total", backend="default.qubit", provider=PROVIDER,
                   reason="budget") - r0 == 1
 

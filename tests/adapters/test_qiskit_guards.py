@@ -55,6 +55,8 @@ def test_refused_submission_is_recorded_and_reraised_unchanged(qobs_run, guard, 
     original = AerSimulator._execute_circuits_job
     AerSimulator._execute_circuits_job = lambda *a, **k: ran.append(1) or original(*a, **k)
     b0 = metric("qobs_submission_errors_total", backend="aer_simulator", provider="aer", reason="budget")
+    jobs = {s: metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run", status=s)
+            for s in ("blocked", "error")}
     try:
         with pytest.raises(telemetry.SubmissionRefused) as info:
             sim.run(ansatz().assign_parameters([0.1] * 6), shots=321)
@@ -64,8 +66,11 @@ def test_refused_submission_is_recorded_and_reraised_unchanged(qobs_run, guard, 
     assert (seen[0].operation, seen[0].backend, seen[0].shots, seen[0].circuits) == ("backend_run", "aer_simulator",
                                                                                      321, 1)
     assert metric("qobs_submission_errors_total", backend="aer_simulator", provider="aer", reason="budget") - b0 == 1
+    # Blocked by the user's own budget: not an error of the job (no job-success error budget burns for it).
+    assert {s: metric("qobs_jobs_total", backend="aer_simulator", provider="aer", operation="backend_run", status=s)
+            - n for s, n in jobs.items()} == {"blocked": 1, "error": 0}
     r = rows(qobs_run)[-1]
-    assert (r["status"], r["submission_reason"], r["error_type"], r["shots"]) == ("error", "budget",
+    assert (r["status"], r["submission_reason"], r["error_type"], r["shots"]) == ("blocked", "budget",
                                                                                   "SubmissionRefused", None)
 
 
