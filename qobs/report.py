@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from qobs.store import _quantile, resolve_run, rows, run_summary
+from qobs.store import _quantile, group_quantiles, resolve_run, rows, run_summary
 
 # Finding thresholds (a report flags, it does not page: the SLO rules are the alerting contract).
 ERROR_RATIO_WARN = 0.01
@@ -30,22 +30,24 @@ def build(conn: sqlite3.Connection, run_ref: str) -> dict[str, Any]:
     run = resolve_run(conn, run_ref)
     rid = run["run_id"]
     summary = run_summary(conn, rid)
-    jobs, steps, events = rows(conn, "jobs", rid), rows(conn, "steps", rid), rows(conn, "events", rid)
+    # Jobs are aggregated by SQLite (a run may hold millions); steps and events are few enough to read.
+    steps, events = rows(conn, "steps", rid), rows(conn, "events", rid)
     t0 = run["started_at"]
+    errors = _errors(conn, rid)
     return {
         "run": run,
-        "findings": _findings(summary, jobs, steps, events),
-        "timeline": _timeline(t0, jobs, events),
-        "errors": _errors(jobs),
-        "latency": _latency(jobs),
-        "cost": _cost(jobs, steps),
+        "findings": _findings(summary, errors, steps, events),
+        "timeline": _timeline(conn, rid, t0, errors, events),
+        "errors": [{k: v for k, v in e.items() if not k.startswith("_")} for e in errors],
+        "latency": _latency(conn, rid),
+        "cost": _cost(conn, rid, steps),
         "training": _training(steps),
         "totals": summary["totals"],
         "backends": summary["backends"],
     }
 
 
-def _findings(summary: dict[str, Any], jobs: list[dict], steps: list[dict], events: list[dict]) -> list[str]:
+def _findings(summary: dict[str, Any], errors: list[dict], steps: list[dict], events: list[dict]) -> list[str]:
     out: list[str] = []
     for name, b in summary["backends"].items():
         if b["jobs"] and b["errors"] / b["jobs"] > ERROR_RATIO_WARN:
@@ -54,7 +56,10 @@ def _findings(summary: dict[str, Any], jobs: list[dict], steps: list[dict], even
             out.append(f"{name}: {b['cancelled']} jobs cancelled")
         if b["unpriced_jobs"] and b["unpriced_jobs"] == b["jobs"] and b["provider"] not in ("aer", "qiskit"):
             out.append(f"{name}: no price in the catalog ({b['unpriced_jobs']} jobs not in the cost figures)")
-    refused = Counter(j["submission_reason"] for j in jobs if j["submission_reason"])
+    refused: Counter[str] = Counter()
+    for e in errors:  # in order of first occurrence, as the jobs came
+        if e["submission_reason"]:
+            refused[e["submission_reason"]] += e["jobs"]
     for reason, n in refused.most_common():
         out.append(f"{n} submissions refused ({reason})")
     checks = [e for e in events if e["kind"] == "fidelity_check"]
@@ -86,22 +91,23 @@ def _findings(summary: dict[str, Any], jobs: list[dict], steps: list[dict], even
     return out
 
 
-def _timeline(t0: float, jobs: list[dict], events: list[dict]) -> list[dict[str, Any]]:
+def _timeline(conn: sqlite3.Connection, rid: str, t0: float, errors: list[dict],
+              events: list[dict]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    if jobs:
-        items.append({"t": jobs[0]["ts"] - t0, "what": f"first job on {jobs[0]['backend']}"})
-    failed = [j for j in jobs if j["status"] != "ok"]
-    seen: set[tuple[Any, ...]] = set()
-    for j in failed:  # the first of each kind of failure, then a count
-        key = (j["backend"], j["status"], j["error_type"], j["submission_reason"])
-        if key in seen:
-            continue
-        seen.add(key)
-        n = sum(1 for x in failed if (x["backend"], x["status"], x["error_type"], x["submission_reason"]) == key)
-        why = j["error_type"] or j["status"]
-        if j["submission_reason"]:
-            why += f", refused at submission ({j['submission_reason']})"
-        items.append({"t": j["ts"] - t0, "what": f"first {j['status']} on {j['backend']}: {why} ({n} in all)"})
+    ends = [conn.execute(f"SELECT ts, backend FROM jobs WHERE run_id = ? ORDER BY id {order} LIMIT 1",
+                         (rid,)).fetchone() for order in ("ASC", "DESC")]
+    if ends[0] is not None:
+        items.append({"t": ends[0]["ts"] - t0, "what": f"first job on {ends[0]['backend']}"})
+    kinds: dict[tuple[Any, ...], dict[str, Any]] = {}  # the first of each kind of failure, then a count
+    for e in sorted(errors, key=lambda e: e["_first_id"]):
+        k = kinds.setdefault((e["backend"], e["status"], e["error_type"], e["submission_reason"]),
+                             {"ts": e["_first_ts"], "n": 0})
+        k["n"] += e["jobs"]
+    for (backend, status, error_type, reason), k in kinds.items():
+        why = error_type or status
+        if reason:
+            why += f", refused at submission ({reason})"
+        items.append({"t": k["ts"] - t0, "what": f"first {status} on {backend}: {why} ({k['n']} in all)"})
     for e in events:
         if e["kind"] == "calibration_snapshot" or (e["kind"] == "fidelity_check"
                                                     and (e["data"] or {}).get("result") == "pass"):
@@ -110,8 +116,8 @@ def _timeline(t0: float, jobs: list[dict], events: list[dict]) -> list[dict[str,
         detail = ", ".join(f"{k}={_short(v)}" for k, v in list(data.items())[:4])
         items.append({"t": e["ts"] - t0, "what": f"{e['kind']} {e['subject'] or ''}".strip() + (f": {detail}"
                                                                                                   if detail else "")})
-    if jobs:
-        items.append({"t": jobs[-1]["ts"] - t0, "what": f"last job on {jobs[-1]['backend']}"})
+    if ends[1] is not None:
+        items.append({"t": ends[1]["ts"] - t0, "what": f"last job on {ends[1]['backend']}"})
     items.sort(key=lambda x: x["t"])
     return items[:TIMELINE_LIMIT]
 
@@ -122,35 +128,40 @@ def _short(v: Any) -> str:
     return str(v)[:40]
 
 
-def _errors(jobs: list[dict]) -> list[dict[str, Any]]:
-    c = Counter((j["backend"], j["operation"], j["status"], j["error_type"], j["submission_reason"])
-                for j in jobs if j["status"] != "ok")
-    return [{"backend": b, "operation": o, "status": s, "error_type": e, "submission_reason": r, "jobs": n}
-            for (b, o, s, e, r), n in c.most_common()]
+def _errors(conn: sqlite3.Connection, rid: str) -> list[dict[str, Any]]:
+    """Jobs not ok, by backend, operation, status, error type and refusal reason: most first (ties: the
+    kind seen first). ``_first_id``/``_first_ts``: the kind's first job (for the timeline)."""
+    # ts beside MIN(id): a bare column takes the row of the minimum
+    rows_ = conn.execute(
+        "SELECT backend, operation, status, error_type, submission_reason, COUNT(*) AS n, MIN(id) AS first_id, ts "
+        "FROM jobs WHERE run_id = ? AND status != 'ok' GROUP BY 1, 2, 3, 4, 5 ORDER BY n DESC, first_id",
+        (rid,)).fetchall()
+    return [{"backend": r["backend"], "operation": r["operation"], "status": r["status"],
+             "error_type": r["error_type"], "submission_reason": r["submission_reason"], "jobs": r["n"],
+             "_first_id": r["first_id"], "_first_ts": r["ts"]} for r in rows_]
 
 
-def _latency(jobs: list[dict]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for j in jobs:
-        groups.setdefault((j["backend"], j["operation"]), []).append(j)
-    out = []
-    for (b, o), js in sorted(groups.items()):
-        d = [j["duration_s"] for j in js if j["duration_s"] is not None]
-        q = [j["queue_s"] for j in js if j["queue_s"] is not None]
-        out.append({"backend": b, "operation": o, "jobs": len(js),
-                    "p50_s": _quantile(d, 0.5), "p95_s": _quantile(d, 0.95), "p99_s": _quantile(d, 0.99),
-                    "queue_p95_s": _quantile(q, 0.95)})
-    return out
+def _latency(conn: sqlite3.Connection, rid: str) -> list[dict[str, Any]]:
+    key = "json_array(backend, operation)"  # one text key per group, NULL kept apart from ""
+    groups = conn.execute(f"SELECT {key} AS k, backend, operation, COUNT(*) AS n, COUNT(duration_s) AS n_dur, "
+                          "COUNT(queue_s) AS n_queue FROM jobs WHERE run_id = ? GROUP BY 1 ORDER BY 2, 3",
+                          (rid,)).fetchall()
+    d = group_quantiles(conn, "duration_s", key, rid, {g["k"]: g["n_dur"] for g in groups}, (0.5, 0.95, 0.99))
+    q = group_quantiles(conn, "queue_s", key, rid, {g["k"]: g["n_queue"] for g in groups}, (0.95,))
+    return [{"backend": g["backend"], "operation": g["operation"], "jobs": g["n"], "p50_s": d[g["k"]][0],
+             "p95_s": d[g["k"]][1], "p99_s": d[g["k"]][2], "queue_p95_s": q[g["k"]][0]} for g in groups]
 
 
-def _cost(jobs: list[dict], steps: list[dict]) -> dict[str, Any]:
-    total = sum((Decimal(j["cost"]) for j in jobs if j["cost"] is not None), Decimal(0))
-    currency = next((j["cost_currency"] for j in jobs if j["cost"] is not None), "USD")
+def _cost(conn: sqlite3.Connection, rid: str, steps: list[dict]) -> dict[str, Any]:
+    total = sum((Decimal(c) * n for c, n in conn.execute(
+        "SELECT cost, COUNT(*) FROM jobs WHERE run_id = ? AND cost IS NOT NULL GROUP BY cost", (rid,))), Decimal(0))
+    first = conn.execute("SELECT cost_currency FROM jobs WHERE run_id = ? AND cost IS NOT NULL ORDER BY id LIMIT 1",
+                         (rid,)).fetchone()
+    shots, unpriced = conn.execute("SELECT COALESCE(SUM(shots), 0), COALESCE(SUM(cost IS NULL), 0) FROM jobs "
+                                   "WHERE run_id = ?", (rid,)).fetchone()
     samples = sum(s["samples"] or 0 for s in steps)
-    shots = sum(j["shots"] or 0 for j in jobs)
-    return {"total": str(total), "currency": currency, "samples": samples, "shots": shots,
-            "per_sample": f"{total / samples:.6g}" if samples else None,
-            "unpriced_jobs": sum(1 for j in jobs if j["cost"] is None)}
+    return {"total": str(total), "currency": first[0] if first is not None else "USD", "samples": samples,
+            "shots": shots, "per_sample": f"{total / samples:.6g}" if samples else None, "unpriced_jobs": unpriced}
 
 
 def _training(steps: list[dict]) -> dict[str, Any] | None:

@@ -435,38 +435,42 @@ def resolve_run(conn: sqlite3.Connection, ref: str) -> dict[str, Any]:
     return _row(rows[0])
 
 
+# Jobs are aggregated in SQLite, never loaded into Python: a day of simulator jobs is millions of rows.
+_BACKEND = "COALESCE(NULLIF(backend, ''), 'unknown')"  # as `backend or "unknown"`
+
+
 def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     """Totals per backend, training progress and event counts for one run."""
     from decimal import Decimal
 
     backends: dict[str, dict[str, Any]] = {}
+    n_dur: dict[str, int] = {}
+    n_queue: dict[str, int] = {}
+    # provider: that of the backend's first job (a bare column beside MIN() takes the row of the minimum)
     for r in conn.execute(
-            "SELECT backend, provider, status, cost, cost_currency, circuits, shots, duration_s, queue_s "
-            "FROM jobs WHERE run_id = ?", (run_id,)):
-        b = backends.setdefault(r["backend"] or "unknown", {
-            "provider": r["provider"], "jobs": 0, "circuits": 0, "shots": 0, "errors": 0, "cancelled": 0, "blocked": 0,
-            "cost": Decimal(0), "currency": None, "unpriced_jobs": 0, "_durations": [], "_queues": []})
-        b["jobs"] += 1
-        b["circuits"] += r["circuits"] or 0
-        b["shots"] += r["shots"] or 0
-        b["errors"] += r["status"] == "error"
-        b["cancelled"] += r["status"] == "cancelled"
-        b["blocked"] += r["status"] == "blocked"
-        if r["cost"] is None:
-            b["unpriced_jobs"] += 1
-        else:
-            b["cost"] += Decimal(r["cost"])
-            b["currency"] = r["cost_currency"] or b["currency"]
-        if r["duration_s"] is not None:
-            b["_durations"].append(r["duration_s"])
-        if r["queue_s"] is not None:
-            b["_queues"].append(r["queue_s"])
-    for b in backends.values():
+            f"SELECT {_BACKEND} AS k, provider, MIN(id), COUNT(*) AS jobs, COALESCE(SUM(circuits), 0) AS circuits, "
+            "COALESCE(SUM(shots), 0) AS shots, SUM(status = 'error') AS errors, "
+            "SUM(status = 'cancelled') AS cancelled, SUM(status = 'blocked') AS blocked, "
+            "SUM(cost IS NULL) AS unpriced, COUNT(duration_s) AS n_dur, "
+            f"COUNT(queue_s) AS n_queue FROM jobs WHERE run_id = ? GROUP BY k ORDER BY MIN(id)", (run_id,)):
+        k = r["k"]
+        backends[k] = {"provider": r["provider"], "jobs": r["jobs"], "circuits": r["circuits"], "shots": r["shots"],
+                       "errors": r["errors"], "cancelled": r["cancelled"], "blocked": r["blocked"], "cost": Decimal(0),
+                       "currency": None, "unpriced_jobs": r["unpriced"]}
+        n_dur[k], n_queue[k] = r["n_dur"], r["n_queue"]
+    for k, cost, n in conn.execute(f"SELECT {_BACKEND}, cost, COUNT(*) FROM jobs WHERE run_id = ? AND cost IS NOT NULL "
+                                   "GROUP BY 1, 2", (run_id,)):
+        backends[k]["cost"] += Decimal(cost) * n
+    # currency: that of the backend's last priced job that names one
+    for k, currency, _ in conn.execute(f"SELECT {_BACKEND}, cost_currency, MAX(id) FROM jobs WHERE run_id = ? AND "
+                                       "cost IS NOT NULL AND cost_currency IS NOT NULL GROUP BY 1", (run_id,)):
+        backends[k]["currency"] = currency
+    durations = group_quantiles(conn, "duration_s", _BACKEND, run_id, n_dur, (0.5, 0.95))
+    queues = group_quantiles(conn, "queue_s", _BACKEND, run_id, n_queue, (0.95,))
+    for k, b in backends.items():
         b["cost"] = str(b["cost"])
-        b["job_duration_p50_s"] = _quantile(b["_durations"], 0.5)
-        b["job_duration_p95_s"] = _quantile(b["_durations"], 0.95)
-        b["queue_p95_s"] = _quantile(b.pop("_queues"), 0.95)
-        del b["_durations"]
+        b["job_duration_p50_s"], b["job_duration_p95_s"] = durations[k]
+        (b["queue_p95_s"],) = queues[k]
     steps = conn.execute("SELECT COUNT(*) AS n, MAX(step) AS last, COALESCE(SUM(samples), 0) AS samples "
                          "FROM steps WHERE run_id = ?", (run_id,)).fetchone()
     last_step = conn.execute("SELECT metrics FROM steps WHERE run_id = ? ORDER BY id DESC LIMIT 1",
@@ -482,6 +486,28 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
                      "last_metrics": _row(last_step)["metrics"] if last_step else None},
         "events": events,
     }
+
+
+def group_quantiles(conn: sqlite3.Connection, column: str, key: str, run_id: str, counts: dict[Any, int],
+                    qs: tuple[float, ...]) -> dict[Any, list[float | None]]:
+    """``_quantile`` of a job ``column``'s non-null values in each group of a run, for each of ``qs``.
+
+    ``key`` is the SQL of the group key and ``counts`` the non-null values per group (from an aggregate
+    query over the same key). SQLite sorts the run's values once; they are streamed and only the ranks
+    asked for are kept: a run of millions of jobs is never held in Python.
+    """
+    ranks = {k: [min(n - 1, max(0, round(q * (n - 1)))) for q in qs] for k, n in counts.items() if n > 0}
+    wanted = {k: set(rs) for k, rs in ranks.items()}
+    seen: dict[Any, int] = dict.fromkeys(ranks, 0)
+    got: dict[tuple[Any, int], float] = {}
+    if ranks:
+        for k, v in conn.execute(f"SELECT {key}, {column} FROM jobs WHERE run_id = ? AND {column} IS NOT NULL "
+                                 f"ORDER BY {column}", (run_id,)):
+            i = seen[k]
+            seen[k] = i + 1
+            if i in wanted[k]:
+                got[(k, i)] = v
+    return {k: [got.get((k, r)) for r in ranks[k]] if k in ranks else [None] * len(qs) for k in counts}
 
 
 def _quantile(values: list[float], q: float) -> float | None:
