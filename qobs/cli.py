@@ -201,6 +201,48 @@ def runs_list(store: str | None, limit: int, as_json: bool) -> None:
                    f"{r['shots']:>10}  {argv}")
 
 
+@runs.command("prune")
+@click.option("--older-than", "older_than", metavar="DURATION",
+              help="Delete runs last active longer ago than this (30d, 12h, 2w).")
+@click.option("--keep-last", type=click.IntRange(0), help="Never delete the N most recently started runs.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--vacuum", is_flag=True, help="Then give the freed space back to the file system (VACUUM).")
+@click.option("--store", help="Run store path.")
+def runs_prune(older_than: str | None, keep_last: int | None, dry_run: bool, vacuum: bool, store: str | None) -> None:
+    """Delete old runs with their jobs, steps and events (the store grows with every job).
+
+    Budget usage is kept, and so is each backend's fidelity baseline (its deciding event)."""
+    import time
+
+    from qobs.fidelity import REBASELINE, baseline_event
+    from qobs.slo.spec import parse_duration
+    from qobs.store import prunable_runs, prune_runs
+
+    if older_than is None and keep_last is None:
+        raise QobsError("say what to keep: --older-than DURATION and/or --keep-last N")
+    age = parse_duration(older_than, "--older-than") if older_than is not None else None
+    conn = _open_store(store)
+    doomed = prunable_runs(conn, age, keep_last, time.time())
+    if dry_run or not doomed:
+        for r in doomed:
+            click.echo(f"would delete run {r['run_id']} (started {_ts(r['started_at'])}, last active "
+                       f"{_ts(r['last_active'])}, {r['status'] or '-'})")
+        click.echo(f"{len(doomed)} runs to delete" + (" (dry run)" if dry_run and doomed else ""))
+        return
+    keep = set()
+    for (subject,) in conn.execute("SELECT DISTINCT subject FROM events WHERE kind IN ('fidelity_check', ?) "
+                                   "AND subject IS NOT NULL", (REBASELINE,)):
+        row = baseline_event(conn, subject)
+        if row is not None:
+            keep.add(row[4])
+    n = prune_runs(conn, [r["run_id"] for r in doomed], keep)
+    click.echo(f"deleted {n['runs']} runs: {n['jobs']} jobs, {n['steps']} steps, {n['events']} events"
+               + ("" if vacuum else "; the file shrinks with --vacuum"))
+    if vacuum:
+        conn.execute("VACUUM")
+        click.echo("vacuumed")
+
+
 def _ts(t: float | None) -> str:
     import time
 

@@ -163,14 +163,19 @@ def _settings() -> Any:
 REBASELINE = "fidelity_rebaseline"  # event kind: the next checks of its subject establish a new baseline
 
 
-def stored_baseline(conn: Any, backend: str) -> dict[str, Any] | None:
-    """The baseline a store holds for ``backend``: the latest learned one (``{"baseline", "ts", "run_id"}``),
-    or None when it holds none or a rebaseline came after it. Pinned baselines are settings, not kept."""
-    row = conn.execute(
-        "SELECT kind, data, ts, run_id FROM events WHERE subject = ? AND (kind = ? OR (kind = 'fidelity_check'"
+def baseline_event(conn: Any, backend: str) -> Any:
+    """The event that decides ``backend``'s stored baseline: (kind, data, ts, run_id, id), or None."""
+    return conn.execute(
+        "SELECT kind, data, ts, run_id, id FROM events WHERE subject = ? AND (kind = ? OR (kind = 'fidelity_check'"
         " AND json_extract(data, '$.baseline') IS NOT NULL"
         " AND COALESCE(json_extract(data, '$.source'), '') != 'pinned')) ORDER BY id DESC LIMIT 1",
         (backend, REBASELINE)).fetchone()
+
+
+def stored_baseline(conn: Any, backend: str) -> dict[str, Any] | None:
+    """The baseline a store holds for ``backend``: the latest learned one (``{"baseline", "ts", "run_id"}``),
+    or None when it holds none or a rebaseline came after it. Pinned baselines are settings, not kept."""
+    row = baseline_event(conn, backend)
     if row is None or row[0] == REBASELINE:
         return None
     import json

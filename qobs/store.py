@@ -510,6 +510,43 @@ def group_quantiles(conn: sqlite3.Connection, column: str, key: str, run_id: str
     return {k: [got.get((k, r)) for r in ranks[k]] if k in ranks else [None] * len(qs) for k in counts}
 
 
+def prunable_runs(conn: sqlite3.Connection, older_than_s: float | None, keep_last: int | None,
+                  now: float) -> list[dict[str, Any]]:
+    """Runs to prune: last active (ended, or its last job, step or event) more than ``older_than_s`` ago,
+    and not among the ``keep_last`` most recently started. A run still writing is never old."""
+    rows_ = conn.execute(
+        "SELECT r.run_id, r.started_at, r.status, MAX(COALESCE(r.ended_at, 0), r.started_at, "
+        "COALESCE((SELECT MAX(ts) FROM jobs j WHERE j.run_id = r.run_id), 0), "
+        "COALESCE((SELECT MAX(ts) FROM steps s WHERE s.run_id = r.run_id), 0), "
+        "COALESCE((SELECT MAX(ts) FROM events e WHERE e.run_id = r.run_id), 0)) AS last_active "
+        "FROM runs r ORDER BY r.started_at DESC, r.rowid DESC").fetchall()
+    out = [dict(r) for r in rows_[keep_last or 0:]]
+    if older_than_s is not None:
+        out = [r for r in out if r["last_active"] < now - older_than_s]
+    return out
+
+
+PRUNE_CHUNK = 20_000  # rows per delete transaction: a writer sharing the store never waits long
+
+
+def prune_runs(conn: sqlite3.Connection, run_ids: list[str], keep_events: set[int]) -> dict[str, int]:
+    """Delete runs with their jobs, steps and events (except the event ids in ``keep_events``), in short
+    transactions. Returns rows deleted per table."""
+    deleted = dict.fromkeys(("runs", "jobs", "steps", "events"), 0)
+    keep = ",".join(str(int(i)) for i in keep_events) or "NULL"
+    for rid in run_ids:
+        for table in ("jobs", "steps", "events"):
+            extra = f" AND id NOT IN ({keep})" if table == "events" else ""
+            while True:
+                n = conn.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id = ?{extra} "
+                                 f"LIMIT {PRUNE_CHUNK})", (rid,)).rowcount
+                deleted[table] += n
+                if n < PRUNE_CHUNK:
+                    break
+        deleted["runs"] += conn.execute("DELETE FROM runs WHERE run_id = ?", (rid,)).rowcount
+    return deleted
+
+
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
