@@ -239,7 +239,13 @@ def runs_prune(older_than: str | None, keep_last: int | None, dry_run: bool, vac
     click.echo(f"deleted {n['runs']} runs: {n['jobs']} jobs, {n['steps']} steps, {n['events']} events"
                + ("" if vacuum else "; the file shrinks with --vacuum"))
     if vacuum:
-        conn.execute("VACUUM")
+        import sqlite3
+
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError as exc:  # another process holds the store (a run writing to it)
+            raise QobsError(f"the runs were deleted, but the store could not be vacuumed now ({exc}); "
+                            "run `qobs runs prune --vacuum` again when no run is writing to it") from None
         click.echo("vacuumed")
 
 
