@@ -159,6 +159,12 @@ def test_every_dashboard_query_runs_on_a_real_prometheus(prometheus: str) -> Non
 
     (success,) = values["qobs-executive / Job success (30d) / A"]
     assert 0.5 < success < 1.0  # two ok jobs per step, two failing ones every fourth step
+    # Jobs a budget blocked (five every fourth step) count neither way: ok / (ok + error) from the raw series.
+    raw = {s: sum(float(r["value"][1]) for r in _query(
+        prometheus, f'sum(increase(qobs_jobs_total{{status="{s}"}}[30d]))')["data"]["result"])
+        for s in ("ok", "error", "blocked")}
+    assert raw["blocked"] > raw["error"] > 0, raw
+    assert success == pytest.approx(raw["ok"] / (raw["ok"] + raw["error"]), rel=0.05)
     assert all(v > 0 for v in values["qobs-executive / Shots per second by backend / A"])
     assert all(0 < v < 60 and math.isfinite(v) for v in values["qobs-oncall / Job duration p50 / p95 / B"])
     assert all(0 <= v <= 1 for v in values["qobs-oncall / Jobs within latency thresholds / A"])

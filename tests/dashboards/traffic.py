@@ -2,7 +2,7 @@
 
 Every fourth step also submits two bad jobs (unbound parameters): ``backend.run`` fails at result (a job
 error), ``SamplerV2.run`` is refused at submission (a validation submission error), so the error panels
-see real failures.
+see real failures; and five jobs that a ``block`` budget refuses (status ``blocked``: not failures).
 
 Run as a subprocess with ``OTEL_METRICS_EXPORTER=prometheus OTEL_EXPORTER_PROMETHEUS_PORT=<port>``;
 prints ``ready`` once the first jobs are recorded, then keeps submitting until killed (or orphaned).
@@ -23,6 +23,8 @@ def main() -> None:
     qobs.instrument()
     try:  # budget gauges (the budgets feature may be absent in an older tree: the test does not require them)
         qobs.budget("dashboards-test", shots=10_000_000, usd=1000, period="rolling:1d")
+        # Every job of this model is blocked: policy, which the success and burn panels must leave out.
+        qobs.budget("dashboards-block", shots=1, period="rolling:1d", scope={"model": "dash-blocked"}, mode="block")
     except Exception as exc:  # noqa: BLE001
         print(f"no budget: {exc!r}", file=sys.stderr)
 
@@ -65,6 +67,12 @@ def main() -> None:
                     bad()
                 except Exception:  # noqa: BLE001 - the failure is the point
                     pass
+            with qobs.training.step(model="dash-blocked", step=step):
+                for _ in range(5):  # more blocked jobs than failed ones: counted as errors, they would show
+                    try:
+                        sim.run(bell_isa, shots=8).result()
+                    except Exception:  # noqa: BLE001 - the budget refuses it
+                        pass
         if step == 0:
             print("ready", flush=True)
         step += 1
