@@ -597,3 +597,42 @@ def test_spans_nest_under_the_callers_span(spans, jobs) -> None:
     assert [a[Attr.CIRCUITS] for a in attrs] == [1, 4]
     assert all(a[Attr.ANALYTIC] is True and a[Attr.SHOTS] == 0 and a[Attr.BACKEND] == "default.qubit"
                and a[Attr.TRAINABLE_PARAMS] == 2 for a in attrs)
+
+
+def test_a_long_training_run_keeps_nothing_per_call(qobs_run) -> None:
+    """No history and no per-call leftovers: after many forward and gradient calls, the GC-tracked objects alive
+    grow by what PennyLane itself leaves (about 6 per forward call, measured without qobs in the same
+    process), not more. Objects that qobs kept would also, once promoted to the oldest GC generation,
+    bring PennyLane's full collections (0.1 s each) forward. Tolerance: 100 objects over 330 calls
+    (one-time caches such as SQLite's statement cache); one object kept per call would be 330."""
+    import gc
+
+    import qobs
+    from qobs import instrumentation
+
+    dev = qml.device("default.qubit", wires=3)
+    circuit = qnode(dev, diff_method="parameter-shift")
+    grad = qml.grad(circuit)
+    x = params()
+
+    def growth(calls: int) -> int:
+        for _ in range(20):  # caches and first-call costs
+            circuit(x)
+        grad(x)
+        qobs.flush()
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(calls):
+            circuit(x)
+            if i % 10 == 0:
+                grad(x)
+        qobs.flush()
+        gc.collect()
+        return len(gc.get_objects()) - before
+
+    instrumentation.uninstrument()
+    plain = growth(300)
+    instrumentation.instrument(("pennylane",))
+    observed = growth(300)
+    assert plain > 1000  # PennyLane's own growth: the measurement sees objects at all
+    assert observed - plain <= 100, (observed, plain)
