@@ -42,7 +42,9 @@ def circuit(n: int = 4, layers: int = 3):
 
 
 def workloads() -> dict[str, tuple[Callable[[], object], float, int]]:
-    """name -> (one job, target ratio, repetitions per block)."""
+    """name -> (one job, target ratio, repetitions per block). A block lasts about one store-writer
+    interval (0.5 s): the commit that ends each instrumented block then costs what the writer's periodic
+    commit costs in a run (100-job blocks committed five times as often)."""
     import numpy as np
     from qiskit import transpile
     from qiskit_aer import AerSimulator
@@ -55,8 +57,8 @@ def workloads() -> dict[str, tuple[Callable[[], object], float, int]]:
     sampler = SamplerV2(seed=1, options={"backend_options": {"max_parallel_threads": 1}})
     vals = rng.random((100, qc.num_parameters))
     return {
-        "backend.run 4q3l 1024 shots": (lambda: sim.run(bound, shots=1024).result(), 1.03, 100),
-        "SamplerV2 4q3l 1024 shots": (lambda: sampler.run([bound], shots=1024).result(), 1.03, 100),
+        "backend.run 4q3l 1024 shots": (lambda: sim.run(bound, shots=1024).result(), 1.03, 500),
+        "SamplerV2 4q3l 1024 shots": (lambda: sampler.run([bound], shots=1024).result(), 1.03, 300),
         "SamplerV2 100 bindings": (lambda: sampler.run([(qc, vals)], shots=1024).result(), 1.02, 5),
     }
 
