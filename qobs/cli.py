@@ -223,7 +223,7 @@ def runs_prune(older_than: str | None, keep_last: int | None, dry_run: bool, vac
     age = parse_duration(older_than, "--older-than") if older_than is not None else None
     conn = _open_store(store)
     doomed = prunable_runs(conn, age, keep_last, time.time())
-    if dry_run or not doomed:
+    if dry_run or (not doomed and not vacuum):
         for r in doomed:
             click.echo(f"would delete run {r['run_id']} (started {_ts(r['started_at'])}, last active "
                        f"{_ts(r['last_active'])}, {r['status'] or '-'})")
@@ -235,12 +235,16 @@ def runs_prune(older_than: str | None, keep_last: int | None, dry_run: bool, vac
         row = baseline_event(conn, subject)
         if row is not None:
             keep.add(row[4])
-    n = prune_runs(conn, [r["run_id"] for r in doomed], keep)
+    import sqlite3
+
+    try:
+        n = prune_runs(conn, [r["run_id"] for r in doomed], keep)
+    except sqlite3.OperationalError as exc:  # another process held the store past the busy timeout
+        raise QobsError(f"the store stayed locked ({exc}); some runs may be deleted already: "
+                        "run the same command again") from None
     click.echo(f"deleted {n['runs']} runs: {n['jobs']} jobs, {n['steps']} steps, {n['events']} events"
                + ("" if vacuum else "; the file shrinks with --vacuum"))
     if vacuum:
-        import sqlite3
-
         try:
             conn.execute("VACUUM")
         except sqlite3.OperationalError as exc:  # another process holds the store (a run writing to it)
@@ -265,7 +269,11 @@ def runs_show(run_ref: str, store: str | None, as_json: bool) -> None:
 
     conn = _open_store(store)
     run_row = resolve_run(conn, run_ref)
-    summary = run_summary(conn, run_row["run_id"])
+    conn.execute("BEGIN")  # one snapshot of a run that may still be writing
+    try:
+        summary = run_summary(conn, run_row["run_id"])
+    finally:
+        conn.execute("COMMIT")
     if as_json:
         click.echo(json.dumps({"run": run_row, **summary}, indent=2, default=str))
         return

@@ -454,6 +454,8 @@ def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:
                 rec.error_type = type(exc).__name__
                 if job is None:
                     rec.submission_reason = _submission_reason(exc)
+                    if isinstance(exc, telemetry.SubmissionRefused):
+                        rec.status = "blocked"  # a budget's refusal: policy, not a failure
                 rec.context[telemetry.CTX_BACKEND] = backend
                 telemetry.finish_job(handle)
             raise

@@ -50,14 +50,15 @@ def build(conn: sqlite3.Connection, run_ref: str) -> dict[str, Any]:
 def _findings(summary: dict[str, Any], errors: list[dict], steps: list[dict], events: list[dict]) -> list[str]:
     out: list[str] = []
     for name, b in summary["backends"].items():
-        if b["jobs"] and b["errors"] / b["jobs"] > ERROR_RATIO_WARN:
-            out.append(f"{name}: {b['errors']} of {b['jobs']} jobs failed ({b['errors'] / b['jobs']:.1%})")
+        finished = b["jobs"] - b["blocked"] - b["cancelled"]  # as the SLO counts: blocked jobs are policy
+        if finished and b["errors"] / finished > ERROR_RATIO_WARN:
+            out.append(f"{name}: {b['errors']} of {finished} jobs failed ({b['errors'] / finished:.1%})")
         if b["cancelled"]:
             out.append(f"{name}: {b['cancelled']} jobs cancelled")
         if b["unpriced_jobs"] and b["unpriced_jobs"] == b["jobs"] and b["provider"] not in ("aer", "qiskit"):
             out.append(f"{name}: no price in the catalog ({b['unpriced_jobs']} jobs not in the cost figures)")
     refused: Counter[str] = Counter()
-    for e in errors:  # in order of first occurrence, as the jobs came
+    for e in sorted(errors, key=lambda e: e["_first_id"]):  # ties: in order of first occurrence
         if e["submission_reason"]:
             refused[e["submission_reason"]] += e["jobs"]
     for reason, n in refused.most_common():
@@ -234,5 +235,10 @@ def report(run_ref: str, store: str | None, as_json: bool) -> None:
     """Postmortem of one run (RUN id, prefix, or 'latest'): findings, timeline, errors, latency, cost."""
     from qobs.cli import _open_store
 
-    r = build(_open_store(store), run_ref)
+    conn = _open_store(store)
+    conn.execute("BEGIN")  # one snapshot of a run that may still be writing
+    try:
+        r = build(conn, run_ref)
+    finally:
+        conn.execute("COMMIT")
     click.echo(json.dumps(r, indent=2, default=str) if as_json else render(r))

@@ -462,8 +462,9 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
                                    "GROUP BY 1, 2", (run_id,)):
         backends[k]["cost"] += Decimal(cost) * n
     # currency: that of the backend's last priced job that names one
-    for k, currency, _ in conn.execute(f"SELECT {_BACKEND}, cost_currency, MAX(id) FROM jobs WHERE run_id = ? AND "
-                                       "cost IS NOT NULL AND cost_currency IS NOT NULL GROUP BY 1", (run_id,)):
+    for k, currency, _ in conn.execute(
+            f"SELECT {_BACKEND}, cost_currency, MAX(id) FROM jobs WHERE run_id = ? AND cost IS NOT NULL "
+            "AND NULLIF(cost_currency, '') IS NOT NULL GROUP BY 1", (run_id,)):
         backends[k]["currency"] = currency
     durations = group_quantiles(conn, "duration_s", _BACKEND, run_id, n_dur, (0.5, 0.95))
     queues = group_quantiles(conn, "queue_s", _BACKEND, run_id, n_queue, (0.95,))
@@ -503,7 +504,9 @@ def group_quantiles(conn: sqlite3.Connection, column: str, key: str, run_id: str
     if ranks:
         for k, v in conn.execute(f"SELECT {key}, {column} FROM jobs WHERE run_id = ? AND {column} IS NOT NULL "
                                  f"ORDER BY {column}", (run_id,)):
-            i = seen[k]
+            i = seen.get(k)
+            if i is None:  # a group that appeared after ``counts`` was taken (a live run)
+                continue
             seen[k] = i + 1
             if i in wanted[k]:
                 got[(k, i)] = v
@@ -515,7 +518,7 @@ def prunable_runs(conn: sqlite3.Connection, older_than_s: float | None, keep_las
     """Runs to prune: last active (ended, or its last job, step or event) more than ``older_than_s`` ago,
     and not among the ``keep_last`` most recently started. A run still writing is never old."""
     rows_ = conn.execute(
-        "SELECT r.run_id, r.started_at, r.status, MAX(COALESCE(r.ended_at, 0), r.started_at, "
+        "SELECT r.run_id, r.started_at, r.ended_at, r.status, MAX(COALESCE(r.ended_at, 0), r.started_at, "
         "COALESCE((SELECT MAX(ts) FROM jobs j WHERE j.run_id = r.run_id), 0), "
         "COALESCE((SELECT MAX(ts) FROM steps s WHERE s.run_id = r.run_id), 0), "
         "COALESCE((SELECT MAX(ts) FROM events e WHERE e.run_id = r.run_id), 0)) AS last_active "
@@ -523,7 +526,9 @@ def prunable_runs(conn: sqlite3.Connection, older_than_s: float | None, keep_las
     out = [dict(r) for r in rows_[keep_last or 0:]]
     if older_than_s is not None:
         out = [r for r in out if r["last_active"] < now - older_than_s]
-    return out
+    # A run that never ended may still be running (a job in a provider's queue writes nothing for hours):
+    # only an age says it is dead, never its rank alone.
+    return [r for r in out if r["ended_at"] is not None or older_than_s is not None]
 
 
 PRUNE_CHUNK = 20_000  # rows per delete transaction: a writer sharing the store never waits long
@@ -533,10 +538,10 @@ def prune_runs(conn: sqlite3.Connection, run_ids: list[str], keep_events: set[in
     """Delete runs with their jobs, steps and events (except the event ids in ``keep_events``), in short
     transactions. Returns rows deleted per table."""
     deleted = dict.fromkeys(("runs", "jobs", "steps", "events"), 0)
-    keep = ",".join(str(int(i)) for i in keep_events) or "NULL"
+    keep = ",".join(str(int(i)) for i in keep_events)
     for rid in run_ids:
         for table in ("jobs", "steps", "events"):
-            extra = f" AND id NOT IN ({keep})" if table == "events" else ""
+            extra = f" AND id NOT IN ({keep})" if table == "events" and keep else ""  # NOT IN (NULL) matches nothing
             while True:
                 n = conn.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id = ?{extra} "
                                  f"LIMIT {PRUNE_CHUNK})", (rid,)).rowcount

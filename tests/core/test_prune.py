@@ -84,7 +84,19 @@ def test_keep_last_keeps_the_newest_runs(tmp_path: Path) -> None:
     r = qobs("runs", "prune", "--keep-last", "1", "--store", str(store))
     assert r.returncode == 0, r.stderr
     conn = sqlite3.connect(store)
-    assert [x for (x,) in conn.execute("SELECT run_id FROM runs")] == ["recent"]
+    # the old run that ended goes; runs that never ended are only ever pruned by age (they may be running)
+    assert sorted(x for (x,) in conn.execute("SELECT run_id FROM runs")) == ["long-lived", "old-killed", "recent"]
+
+
+def test_events_go_with_their_run_when_no_baseline_is_kept(tmp_path: Path) -> None:
+    store = tmp_path / "runs.db"
+    conn = connect(store)
+    _run(conn, "old", time.time() - 40 * DAY, time.time() - 40 * DAY, 2)
+    conn.close()
+    r = qobs("runs", "prune", "--older-than", "30d", "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    assert "deleted 1 runs: 2 jobs, 1 steps, 1 events" in r.stdout
+    assert _counts(store)["events"] == 0
 
 
 def test_prune_needs_a_rule_and_a_good_duration(tmp_path: Path) -> None:
