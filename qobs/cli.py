@@ -265,15 +265,12 @@ def _ts(t: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def runs_show(run_ref: str, store: str | None, as_json: bool) -> None:
     """Totals per backend and provenance of one run (RUN id, prefix, or 'latest')."""
-    from qobs.store import resolve_run, run_summary
+    from qobs.store import resolve_run, run_summary, snapshot
 
     conn = _open_store(store)
     run_row = resolve_run(conn, run_ref)
-    conn.execute("BEGIN")  # one snapshot of a run that may still be writing
-    try:
+    with snapshot(conn):
         summary = run_summary(conn, run_row["run_id"])
-    finally:
-        conn.execute("COMMIT")
     if as_json:
         click.echo(json.dumps({"run": run_row, **summary}, indent=2, default=str))
         return

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from qobs.store import _quantile, group_quantiles, resolve_run, rows, run_summary
+from qobs.store import _quantile, group_quantiles, resolve_run, rows, run_summary, snapshot
 
 # Finding thresholds (a report flags, it does not page: the SLO rules are the alerting contract).
 ERROR_RATIO_WARN = 0.01
@@ -235,10 +235,6 @@ def report(run_ref: str, store: str | None, as_json: bool) -> None:
     """Postmortem of one run (RUN id, prefix, or 'latest'): findings, timeline, errors, latency, cost."""
     from qobs.cli import _open_store
 
-    conn = _open_store(store)
-    conn.execute("BEGIN")  # one snapshot of a run that may still be writing
-    try:
+    with snapshot(_open_store(store)) as conn:
         r = build(conn, run_ref)
-    finally:
-        conn.execute("COMMIT")
     click.echo(json.dumps(r, indent=2, default=str) if as_json else render(r))

@@ -15,7 +15,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +434,16 @@ def resolve_run(conn: sqlite3.Connection, ref: str) -> dict[str, Any]:
     if len(rows) > 1:
         raise StoreError(f"run id prefix {ref!r} is ambiguous; give more characters")
     return _row(rows[0])
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction: every query inside sees the store at one moment (a run may still be writing)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 # Jobs are aggregated in SQLite, never loaded into Python: a day of simulator jobs is millions of rows.
