@@ -138,6 +138,12 @@ def fidelity_rebaseline(backend: str, store: str | None) -> None:
     from qobs.fidelity import REBASELINE, stored_baseline
 
     conn = _open_store(store)
+    checked = [r[0] for r in conn.execute(
+        "SELECT DISTINCT subject FROM events WHERE kind = 'fidelity_check' AND subject IS NOT NULL ORDER BY 1")]
+    if backend not in checked:
+        known = ", ".join(checked) if checked else "none"
+        raise QobsError(f"no fidelity checks of {backend!r} in the store, so no baseline to clear "
+                        f"(checked backends: {known})")
     old = stored_baseline(conn, backend)
     conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES (NULL, ?, ?, ?, ?)",
                  (time.time(), REBASELINE, backend, json.dumps({"previous": old and old["baseline"]})))

@@ -9,7 +9,9 @@ baseline per backend is the mean of the first ``QOBS_FIDELITY_BASELINE_CHECKS`` 
 pinned ``QOBS_FIDELITY_BASELINE``; a check fails below ``(1 - tolerance) * baseline``. A learned baseline
 outlives the process: every check event carries it, and the next process on the same store carries on
 from it (a restart must not re-learn the baseline from a device that has drifted meanwhile) until
-``qobs fidelity rebaseline BACKEND`` records that the next checks establish a new one.
+``qobs fidelity rebaseline BACKEND`` records that the next checks establish a new one. The rebaseline
+starts a new epoch (its event's id): processes that were running notice it within ``EPOCH_RECHECK_S``,
+and checks of an older epoch never decide the stored baseline.
 
 ``probe(backend)`` (and ``qobs probe``) runs a fixed reference circuit (3-qubit GHZ) with purpose
 ``probe``: steady synthetic traffic and a clean drift signal.
@@ -161,15 +163,31 @@ def _settings() -> Any:
 
 
 REBASELINE = "fidelity_rebaseline"  # event kind: the next checks of its subject establish a new baseline
+EPOCH_RECHECK_S = 30.0  # how often a running process looks for a rebaseline of a backend it checks
+
+
+def epoch(conn: Any, backend: str) -> int:
+    """``backend``'s baseline epoch: the id of its latest rebaseline event (0 if it never had one)."""
+    row = conn.execute("SELECT MAX(id) FROM events WHERE kind = ? AND subject = ?", (REBASELINE, backend)).fetchone()
+    return row[0] or 0
 
 
 def baseline_event(conn: Any, backend: str) -> Any:
-    """The event that decides ``backend``'s stored baseline: (kind, data, ts, run_id, id), or None."""
-    return conn.execute(
-        "SELECT kind, data, ts, run_id, id FROM events WHERE subject = ? AND (kind = ? OR (kind = 'fidelity_check'"
-        " AND json_extract(data, '$.baseline') IS NOT NULL"
-        " AND COALESCE(json_extract(data, '$.source'), '') != 'pinned')) ORDER BY id DESC LIMIT 1",
-        (backend, REBASELINE)).fetchone()
+    """The event that decides ``backend``'s stored baseline: (kind, data, ts, run_id, id), or None.
+
+    That is the latest check of the current epoch whose baseline was learned (or carried on from the
+    store), else the latest rebaseline. A check of an older epoch (a process that was running when the
+    backend was rebaselined and had not noticed yet) does not count; nor does a check with no ``source``,
+    written before baselines were kept, whose baseline may have been pinned."""
+    current = epoch(conn, backend)
+    row = conn.execute(
+        "SELECT kind, data, ts, run_id, id FROM events WHERE subject = ? AND kind = 'fidelity_check' AND id > ?"
+        " AND json_extract(data, '$.baseline') IS NOT NULL AND json_extract(data, '$.source') IN ('learned', 'stored')"
+        " AND COALESCE(json_extract(data, '$.epoch'), 0) = ? ORDER BY id DESC LIMIT 1",
+        (backend, current, current)).fetchone()
+    if row is None and current:
+        row = conn.execute("SELECT kind, data, ts, run_id, id FROM events WHERE id = ?", (current,)).fetchone()
+    return row
 
 
 def stored_baseline(conn: Any, backend: str) -> dict[str, Any] | None:
@@ -184,38 +202,57 @@ def stored_baseline(conn: Any, backend: str) -> dict[str, Any] | None:
     return {"baseline": float(value), "ts": row[2], "run_id": row[3]} if isinstance(value, (int, float)) else None
 
 
-def _load_baseline(backend: str) -> float | None:
-    """The store's baseline for ``backend`` (read once per backend per process, never on a job's path)."""
+def _load_baseline(backend: str, *, epoch_only: bool = False) -> tuple[float | None, int | None]:
+    """The store's baseline for ``backend`` and its epoch, (None, None) without a store (read once per
+    backend per process and then every ``EPOCH_RECHECK_S``, on the fidelity worker, never on a job's path)."""
     from qobs import runtime
     from qobs.store import connect
 
     rt = runtime.current() or runtime.start()
     path = getattr(getattr(rt, "writer", None), "path", None)
     if path is None:
-        return None
+        return None, None
     with contained("fidelity"):
         conn = connect(path, create=False)
         try:
-            found = stored_baseline(conn, backend)
+            current = epoch(conn, backend)
+            found = None if epoch_only else stored_baseline(conn, backend)
         finally:
             conn.close()
-        return None if found is None else found["baseline"]
-    return None
+        return (None if found is None else found["baseline"]), current
+    return None, None
+
+
+def _fresh_state(backend: str, pinned: float | None) -> dict[str, Any]:
+    stored, current = _load_baseline(backend, epoch_only=pinned is not None)  # a pin is a setting: not kept
+    return {"values": [], "baseline": pinned if pinned is not None else stored, "epoch": current,
+            "source": "pinned" if pinned is not None else "stored" if stored is not None else "learned",
+            "seen": time.monotonic()}
+
+
+def _state(backend: str, pinned: float | None) -> dict[str, Any]:
+    """``backend``'s baseline state; a rebaseline recorded since this process last looked starts it anew."""
+    with _lock:
+        st = _baselines.get(backend)
+    if st is None:
+        st = _fresh_state(backend, pinned)
+        with _lock:
+            st = _baselines.setdefault(backend, st)
+    elif time.monotonic() - st["seen"] >= EPOCH_RECHECK_S:
+        _, current = _load_baseline(backend, epoch_only=True)
+        with _lock:
+            st["seen"] = time.monotonic()
+            if current is not None and current != st["epoch"]:  # rebaselined: learn anew (a pin stays a pin)
+                st.update(values=[], baseline=pinned, epoch=current,
+                          source="pinned" if pinned is not None else "learned")
+    return st
 
 
 def record_check(backend: str, fidelity: float) -> Check:
     """Compare one fidelity with the backend's baseline; update gauges, counter and events."""
     s = _settings()
-    stored = None
-    if s.fidelity_baseline is None and backend not in _baselines:
-        stored = _load_baseline(backend)
+    st = _state(backend, s.fidelity_baseline)
     with _lock:
-        st = _baselines.get(backend)
-        if st is None:
-            pinned = s.fidelity_baseline
-            st = _baselines[backend] = {"values": [], "baseline": pinned if pinned is not None else stored,
-                                        "source": "pinned" if pinned is not None else
-                                        "stored" if stored is not None else "learned"}
         baseline = st["baseline"]
         if baseline is None:
             st["values"].append(fidelity)
@@ -224,7 +261,7 @@ def record_check(backend: str, fidelity: float) -> Check:
             result = "pass"  # while the baseline is being established
         else:
             result = "pass" if fidelity >= (1.0 - s.fidelity_tolerance) * baseline else "fail"
-        source = st["source"]
+        source, current = st["source"], st["epoch"]
     from qobs.metrics import instruments
     from qobs.telemetry import record_event
 
@@ -234,7 +271,8 @@ def record_check(backend: str, fidelity: float) -> Check:
         m["qobs_fidelity_baseline"].child(backend).set(baseline)
     m["qobs_fidelity_checks_total"].child(backend, result).inc()
     record_event("fidelity_check", backend, {"fidelity": fidelity, "baseline": baseline, "result": result,
-                                             "tolerance": s.fidelity_tolerance, "source": source})
+                                             "tolerance": s.fidelity_tolerance, "source": source,
+                                             "epoch": current or 0})
     return Check(backend, fidelity, baseline, result)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from qobs.fidelity import EPOCH_RECHECK_S
+
 # Per alert kind: (what it means, how to look, what to do). Keys are alert-name suffixes or names.
 _GUIDE: dict[str, tuple[str, list[str], list[str]]] = {
     "BudgetBurn": (
@@ -74,7 +76,8 @@ _GUIDE: dict[str, tuple[str, list[str], list[str]]] = {
          "through the drift may need to be re-evaluated.",
          "`qobs fidelity baselines` shows each backend's baseline and when it was learnt; if it is wrong "
          "(learnt on a bad day) or the device was recalibrated for good, `qobs fidelity rebaseline BACKEND` "
-         "lets the next checks learn a new one, or pin it with `QOBS_FIDELITY_BASELINE`."],
+         f"lets the next checks learn a new one (running processes notice within {EPOCH_RECHECK_S:.0f} s), "
+         "or pin it with `QOBS_FIDELITY_BASELINE`."],
     ),
     "QobsCalibrationStale": (
         "The calibration data the backend reported at run time is older than the limit.",

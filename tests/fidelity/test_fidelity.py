@@ -213,3 +213,84 @@ def test_a_pinned_baseline_is_not_carried_into_the_next_process(tmp_path):
                            env={**env, **extra}, timeout=120)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == expected
+
+
+_CHECKER = """
+import sys, qobs
+from qobs import fidelity
+qobs.configure(store=sys.argv[1], fidelity_baseline_checks=2)
+qobs.instrument()
+for line in sys.stdin:
+    if line.strip() == "look":  # as if EPOCH_RECHECK_S had passed since this process last looked
+        fidelity.EPOCH_RECHECK_S = 0.0
+        continue
+    c = fidelity.record_check("dev_r", float(line))
+    qobs.flush()
+    print(c.result, c.baseline, flush=True)
+"""
+
+
+def test_a_rebaseline_is_not_undone_by_a_process_that_was_running(tmp_path):
+    """A long run keeps its baseline in memory. Checks it makes after a rebaseline, before it looks again,
+    carry the old baseline: they must not become the stored one; once it looks, it learns anew too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    store = str(tmp_path / "runs.db")
+    running = subprocess.Popen([sys.executable, "-c", _CHECKER, store], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def check(line: str) -> str:
+        running.stdin.write(line + "\n")
+        running.stdin.flush()
+        return running.stdout.readline().strip()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "qobs.cli", "fidelity", *args, "--store", store],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    try:
+        assert check("0.95") == "pass None"
+        assert check("0.93").startswith("pass 0.94")
+        assert "was 0.9400" in cli("rebaseline", "dev_r").stdout  # the device was recalibrated
+        assert check("0.80").startswith("fail 0.94")  # the running process has not looked yet
+        assert "dev_r: none" in cli("baselines").stdout  # its old-epoch check does not restore 0.94
+        later = subprocess.run([sys.executable, "-c", _CHECKS, store, "0.80"], capture_output=True, text=True,
+                               env=env, timeout=120)
+        assert later.returncode == 0, later.stderr
+        assert later.stdout.strip() == "pass None"  # a new process learns anew
+        running.stdin.write("look\n")
+        assert check("0.81") == "pass None"  # the running process noticed the rebaseline: it learns anew
+        assert check("0.79").startswith("pass 0.8")
+    finally:
+        running.stdin.close()
+        assert running.wait(timeout=60) == 0, running.stderr.read()
+    assert "dev_r: 0.8000" in cli("baselines").stdout  # (0.81 + 0.79) / 2, learned in the new epoch
+
+
+def test_rebaseline_of_a_backend_never_checked_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    store = str(tmp_path / "runs.db")
+    r = subprocess.run([sys.executable, "-c", _CHECKS, store, "0.95"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "qobs.cli", "fidelity", "rebaseline", "dev_typo", "--store", store],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "dev_typo" in r.stderr and "dev_r" in r.stderr  # names the backends it could have meant
+    conn = sqlite3.connect(store)
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (fidelity.REBASELINE,)).fetchone()[0] == 0
+
+
+def test_a_check_from_before_baselines_were_kept_is_not_taken_for_one(tmp_path):
+    """Check events written before qobs kept baselines have no ``source``: their baseline may have been
+    pinned, so they must not become the next process's learned baseline."""
+    from qobs.store import connect
+
+    store = tmp_path / "runs.db"
+    conn = connect(store)
+    conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES ('old', 1.0, 'fidelity_check', "
+                 "'dev_r', ?)", (json.dumps({"fidelity": 0.5, "baseline": 0.99, "result": "fail"}),))
+    assert fidelity.stored_baseline(conn, "dev_r") is None
+    conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES ('new', 2.0, 'fidelity_check', "
+                 "'dev_r', ?)", (json.dumps({"fidelity": 0.9, "baseline": 0.91, "result": "pass",
+                                             "source": "learned"}),))
+    assert fidelity.stored_baseline(conn, "dev_r")["baseline"] == 0.91
