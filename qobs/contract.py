@@ -236,7 +236,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(Attr.SIMULATOR, "boolean", "True when the backend is a simulator."),
     Attribute(Attr.JOB_ID, "string", "Provider's job id (span attribute only, never a metric label)."),
     Attribute(Attr.SESSION_ID, "string", "Provider session or batch id, when there is one."),
-    Attribute(Attr.JOB_STATUS, "string", "ok, error or cancelled."),
+    Attribute(Attr.JOB_STATUS, "string", "ok, error, cancelled or blocked (refused by a budget of the user's)."),
     Attribute(Attr.CIRCUITS, "int", "Circuits executed by the job (pubs x parameter bindings)."),
     Attribute(Attr.BINDINGS, "int", "Parameter bindings across the job's pubs."),
     Attribute(Attr.SHOTS_REQUESTED, "int", "Shots requested per circuit."),

@@ -91,7 +91,8 @@ def executive() -> Dashboard:
     samples = series("qobs_samples_total", MODEL)
     shots = series("qobs_shots_total", BACKEND)
     d.add(
-        panel("stat", "Jobs in range", "Jobs finished (any status) in the selected time range.",
+        panel("stat", "Jobs in range", "Jobs finished in the selected time range, any status (ok, error, cancelled, "
+              "blocked by a budget).",
               [Target(by((), increase(series(JOBS, BACKEND), RANGE)), "jobs", instant=True)], w=6),
         panel("stat", "Shots in range",
               "Shots actually executed (read from results, not requests) in the selected time range.",

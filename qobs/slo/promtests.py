@@ -107,8 +107,11 @@ def slo_series(slo: SLO, phases: list[Phase]) -> list[dict[str, str]]:
                 _series(m, _labels(slo, m, status="blocked"), [3 * (g + b) for g, b in zip(good, bad, strict=True)])]
     if s.name == "submission_errors":
         m = "qobs_jobs_total"
+        e = "qobs_submission_errors_total"
+        blocked = [3 * (g + b) for g, b in zip(good, bad, strict=True)]  # budget refusals in bulk: no burn
         return [_series(m, _labels(slo, m, status="ok"), good), _series(m, _labels(slo, m, status="error"), bad),
-                _series("qobs_submission_errors_total", _labels(slo, "qobs_submission_errors_total"), bad)]
+                _series(e, _labels(slo, e), bad), _series(m, _labels(slo, m, status="blocked"), blocked),
+                _series(e, _labels(slo, e, reason="budget"), blocked)]
     if s.name == "fidelity_checks":
         m = "qobs_fidelity_checks_total"
         return [_series(m, _labels(slo, m, result="pass"), good), _series(m, _labels(slo, m, result="fail"), bad)]

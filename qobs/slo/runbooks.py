@@ -26,7 +26,9 @@ _GUIDE: dict[str, tuple[str, list[str], list[str]]] = {
          "On-call dashboard (qobs-oncall): error-budget burn, job success by backend, submission errors by reason.",
          "`sum by (backend, status) (increase(qobs_jobs_total[1h]))` and "
          "`sum by (backend, reason) (increase(qobs_submission_errors_total[1h]))` over the contract series.",
-         "The run behind it: `qobs runs show latest` (errors per backend, error types) on the machine that ran it."],
+         "The run behind it: `qobs runs show latest` (errors per backend, error types) on the machine that ran it.",
+         "Jobs a budget blocked (`status=\"blocked\"`, `reason=\"budget\"`) burn no SLO's budget: the budget "
+         "alerts and `qobs budgets status` cover them."],
         ["Provider outage or maintenance: move work to another backend or a simulator (a `fallback` budget "
          "reroutes automatically) and silence the page for the maintenance window.",
          "Credentials expired (`reason=\"credentials\"`): renew the token; nothing else will recover.",

@@ -93,8 +93,9 @@ SLIS: dict[str, SLIKind] = {s.name: s for s in (
             "counted).", "status",
             "qobs_jobs_total", "qobs_jobs_total", ('status="error"',), ('status!~"cancelled|blocked"',),
             example_labels=(("backend", "ibm_torino"), ("provider", "ibm"), ("operation", "sampler"))),
-    SLIKind("submission_errors", "Jobs refused at submission, over all jobs.", "status",
-            "qobs_jobs_total", "qobs_submission_errors_total", (), (),
+    SLIKind("submission_errors", "Jobs refused at submission, over all jobs (a refusal by a budget of the user's "
+            "is policy, not an error: neither counted bad nor in the total).", "status",
+            "qobs_jobs_total", "qobs_submission_errors_total", ('reason!="budget"',), ('status!="blocked"',),
             example_labels=(("backend", "ibm_torino"), ("provider", "ibm"))),
     SLIKind("fidelity_checks", "Fidelity checks that pass their tolerance.", "status",
             "qobs_fidelity_checks_total", "qobs_fidelity_checks_total", ('result="fail"',), (),
