@@ -9,7 +9,8 @@ one-time costs of patching and of the first job are not what a training loop pay
 each qobs block ends by recording and committing what it left (``qobs.flush()``, charged to it).
 Ratios are of means over every block (so the cyclic GC's collections, which come in rare long
 pauses, and work done in batches are charged to whoever caused them); the median of per-block ratios
-against the adjacent plain block is printed beside them. Runs in under two minutes.
+against the adjacent plain block, and the 95 % bootstrap interval of the qobs ratio over block pairs (how
+much of it is the machine's noise), are printed beside them. Runs in under two minutes.
 
 Every block starts from a full collection (``gc.collect()``, untimed, in every variant alike). Switching
 the adapter's patches on and off, or entering a Tracker, allocates objects that a real program allocates
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+
+from _ratio import ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -182,12 +185,14 @@ def main() -> int:
         def mean(a: str, i: int, per: dict = per) -> float:
             return statistics.fmean(x[i] for x in per[a])
 
+        ci = ratio_ci([p[0] for p in per["plain"]], [q[0] for q in per["qobs"]])
         added = statistics.fmean(q[0] for q in per["qobs"]) - statistics.fmean(p[0] for p in per["plain"])
         target = TARGET_FORWARD if label == "forward" else TARGET_GRADIENT
         r = {"blocks": b, "calls_per_block": calls, "circuits_per_call": circuits[label],
              "plain_cpu_ms": mean("plain", 0) * 1e3, "qobs_cpu_ms": mean("qobs", 0) * 1e3,
              "tracker_cpu_ms": mean("tracker", 0) * 1e3, "qobs_ratio_cpu": ratio("qobs", 0),
-             "tracker_ratio_cpu": ratio("tracker", 0), "qobs_ratio_wall": ratio("qobs", 1),
+             "tracker_ratio_cpu": ratio("tracker", 0),
+             "qobs_ratio_cpu_ci95": [round(x, 4) for x in ci], "qobs_ratio_wall": ratio("qobs", 1),
              "tracker_ratio_wall": ratio("tracker", 1), "qobs_median_ratio_cpu": median_ratio("qobs", 0),
              "tracker_median_ratio_cpu": median_ratio("tracker", 0),
              "added_us_per_circuit": added * 1e6 / circuits[label],
@@ -213,6 +218,7 @@ def main() -> int:
             r = report[label]
             share = r["qobs_vs_tracker_overhead"]
             print(f"  {label:8s} plain {r['plain_cpu_ms']:8.3f} ms  qobs ratio {r['qobs_ratio_cpu']:.4f} cpu"
+                  f" (95% CI {r['qobs_ratio_cpu_ci95'][0]:.4f}-{r['qobs_ratio_cpu_ci95'][1]:.4f})"
                   f" / {r['qobs_ratio_wall']:.4f} wall (target <= {r['target']})"
                   f"  +{r['added_us_per_circuit']:.1f} us/circuit  |  Tracker+callback ratio"
                   f" {r['tracker_ratio_cpu']:.4f} cpu / {r['tracker_ratio_wall']:.4f} wall"

@@ -6,7 +6,8 @@ store, metrics and job listeners), so drift and other load on the machine hit bo
 are means over every repetition (qobs records jobs on a background thread in batches: a mean charges
 that work to the jobs, a median of single jobs would miss it; the median ratio is printed too), and
 each instrumented block ends by recording and committing what it left (``qobs.flush()``, timed and
-charged to it). Every block starts from a full GC collection (untimed, both sides alike): switching the
+charged to it). The ratio's 95 % bootstrap interval over block pairs says how much of it is the
+machine's noise. Every block starts from a full GC collection (untimed, both sides alike): switching the
 patches allocates what a real program allocates once. Targets: ratio <= 1.03 for a 4-qubit, 3-layer
 circuit at 1024 shots on Aer (backend.run and SamplerV2, single job), <= 1.02 for a 100-binding
 SamplerV2 job.
@@ -22,6 +23,8 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+
+from _ratio import ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -84,6 +87,7 @@ def main() -> int:
             job()  # warm both paths' caches
         plain: list[float] = []
         instr: list[float] = []
+        blocks: dict[bool, list[float]] = {False: [], True: []}  # seconds per block (qobs: with its flush)
         backlog = 0.0
         for r in range(args.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
@@ -99,16 +103,20 @@ def main() -> int:
                     t0 = time.perf_counter()
                     job()
                     out.append(time.perf_counter() - t0)
+                block = sum(out[-reps:])
                 if on:  # what the block left to record and commit is its cost, not the next plain block's
                     t0 = time.perf_counter()
                     qobs.flush()
                     backlog += time.perf_counter() - t0
+                    block += time.perf_counter() - t0
+                blocks[on].append(block)
         p, i = statistics.fmean(plain), (sum(instr) + backlog) / len(instr)
         ratio = i / p
         med = statistics.median(instr) / statistics.median(plain)
+        lo, hi = ratio_ci(blocks[False], blocks[True])
         ok &= ratio <= target
         print(f"{name:<30} {p * 1e3:>9.3f} {i * 1e3:>9.3f} {ratio:>7.3f} {(i - p) * 1e6:>9.1f} {target:>7.2f}"
-              f"  (median ratio {med:.3f}; {len(plain)}+{len(instr)} runs)")
+              f"  (95% CI {lo:.3f}-{hi:.3f} over block pairs; median ratio {med:.3f}; {len(plain)}+{len(instr)} runs)")
     instrumentation.instrument()
     qobs.uninstrument()
     print(f"total {time.perf_counter() - t_start:.1f} s; {'all targets met' if ok else 'TARGET MISSED'}")
