@@ -26,7 +26,7 @@ def _missing(what: str, how: str) -> None:
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        _missing(tool, "./dev test installs Debian's prometheus")
+        _missing(tool, "./dev test installs Debian's prometheus, pushgateway and alertmanager")
     return path  # type: ignore[return-value]
 
 
@@ -51,6 +51,16 @@ def prometheus_bin() -> str:
 @pytest.fixture(scope="session")
 def pushgateway_bin() -> str:
     return _require("prometheus-pushgateway")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    return _require("prometheus-alertmanager")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return _require("amtool")
 
 
 def free_port() -> int:

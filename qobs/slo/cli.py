@@ -9,17 +9,24 @@ import click
 from qobs.errors import ConfigError
 
 BUNDLED_SOURCE = "the bundled profiles (qobs/slo/default.yaml)"
+INHIBIT_NOTE = ("# Merge into alertmanager.yml: while an SLO alerts for a backend, the SLOs listed after it\n"
+                "# for the same SLI stay quiet there at the same severity (one page per failing backend,\n"
+                "# not one per tier).\n")
 
 
 def render(slo_file: str | None) -> dict[str, str]:
-    """Relative path -> text of every generated file (rule files, ``tests/*.test.yml``, ``runbooks/*.md``)."""
+    """Relative path -> text of every generated file (rule files, ``tests/*.test.yml``, ``runbooks/*.md`` and
+    Alertmanager inhibit rules for overlapping SLOs)."""
     from qobs.slo import promtests, rules, runbooks, spec
 
     s = spec.load(slo_file)
     source = BUNDLED_SOURCE if slo_file is None else Path(slo_file).name
     files = rules.build(s, source)
     tests = promtests.build(s, files, source)
-    return {**files, **{f"tests/{k}": v for k, v in tests.items()}, **runbooks.build(files)}
+    inhibit = rules.inhibitions(s)
+    extra = {rules.INHIBIT_FILE: rules.HEADER.format(source=source) + INHIBIT_NOTE + rules.dump(inhibit)} \
+        if inhibit["inhibit_rules"] else {}
+    return {**files, **{f"tests/{k}": v for k, v in tests.items()}, **runbooks.build(files), **extra}
 
 
 @click.group()

@@ -253,6 +253,30 @@ def build(spec: Spec, source: str | None = None) -> dict[str, str]:
     return out
 
 
+INHIBIT_FILE = "alertmanager-inhibit.yml"
+
+
+def inhibitions(spec: Spec) -> dict[str, Any]:
+    """Alertmanager ``inhibit_rules`` for SLOs that measure one SLI over overlapping jobs (the job-success
+    tiers): one failing backend burns every such budget, and on-call should get one page, not three.
+
+    SLOs of one SLI and one non-empty ``group_by`` are ranked by their order in the SLO file: while an
+    earlier one alerts for a group (a backend) at a severity, the later ones' alerts for that group and
+    severity are muted. A later SLO still pages on its own where the earlier one is quiet (its selector
+    or objective differs), and a page is never muted by a ticket."""
+    ranked: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for slo in spec.slos:
+        if slo.group_by:
+            ranked.setdefault((slo.sli.name, slo.group_by), []).append(slo.name)
+    rules = []
+    for (_, group_by), names in ranked.items():
+        for i, name in enumerate(names[:-1]):
+            later = "|".join(names[i + 1:])  # SLO names are [a-z0-9-]: nothing to escape
+            rules.append({"source_matchers": [f'slo="{name}"'], "target_matchers": [f'slo=~"{later}"'],
+                          "equal": ["severity", *group_by]})
+    return {"inhibit_rules": rules}
+
+
 def dump(data: Any) -> str:
     """Stable, readable YAML (multi-line strings as ``|`` blocks)."""
     import yaml
