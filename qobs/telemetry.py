@@ -231,7 +231,8 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
     try:
         tracer = _tracer()
         if tracer is not None and tracing_possible():
-            span = tracer.start_span(Span.job(operation, backend), context=parent,
+            span = tracer.start_span(Span.job(operation, backend), context=parent if parent is not None
+                                     else default_parent(),
                                      attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,
                                                  Attr.PROVIDER: provider})
             if not span.is_recording():  # no provider, or sampled out: nothing to fill in later
@@ -846,6 +847,44 @@ def traceparent() -> str | None:
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+_env_parent: list[Any] = []  # [the environment's context, or None], read once per process
+
+
+def env_parent() -> Any | None:
+    """The OTel context named by the ``TRACEPARENT`` (and ``TRACESTATE``) environment variables, or None.
+
+    OpenTelemetry's environment-variable carrier: a CI runner, a scheduler or a parent process hands its
+    trace down to the processes it starts, so a run's spans join the pipeline's trace. A malformed value
+    is ignored (spans start their own trace)."""
+    if not _env_parent:
+        ctx = None
+        value = os.environ.get("TRACEPARENT", "").strip()
+        if value:
+            from opentelemetry import trace
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            carrier = {"traceparent": value}
+            state = os.environ.get("TRACESTATE", "").strip()
+            if state:
+                carrier["tracestate"] = state
+            ctx = TraceContextTextMapPropagator().extract(carrier)
+            if not trace.get_current_span(ctx).get_span_context().is_valid:
+                ctx = None
+        _env_parent.append(ctx)
+    return _env_parent[0]
+
+
+def default_parent() -> Any | None:
+    """The context a qobs span starts in when its caller names none: None (the active context) when a span
+    is active or the environment names no trace, else the environment's (``env_parent``)."""
+    env = env_parent()
+    if env is None:
+        return None
+    from opentelemetry import trace
+
+    return None if trace.get_current_span().get_span_context().is_valid else env
 
 
 def context_from_traceparent(value: str | None) -> Any | None:

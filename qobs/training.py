@@ -118,7 +118,8 @@ class TrainingStep:
             from qobs import telemetry
 
             attrs = {Attr.MODEL: self.model, Attr.STEP: self.step, **self.attributes}
-            self.span = telemetry.tracer().start_span(Span.TRAINING_STEP, attributes=attrs)
+            self.span = telemetry.tracer().start_span(Span.TRAINING_STEP, context=telemetry.default_parent(),
+                                                      attributes=attrs)
             self._token = context.attach(trace.set_span_in_context(self.span))
         return self
 

@@ -1354,7 +1354,7 @@ def _record_transpile(circuits: Any, out: Any, dt: float, backend: Any, t0_ns: i
             _state.transpiled.pop(next(iter(_state.transpiled)))
     after = [stats_of(c) for c in outs]
     tracer = telemetry.tracer()
-    span = tracer.start_span(Span.TRANSPILE, start_time=t0_ns, attributes={
+    span = tracer.start_span(Span.TRANSPILE, context=telemetry.default_parent(), start_time=t0_ns, attributes={
         Attr.OPERATION: "transpile", Attr.BACKEND: name, Attr.CIRCUITS: len(outs),
         Attr.DEPTH_BEFORE: max(s.depth for s in before), Attr.DEPTH: max(s.depth for s in after),
         TWO_Q_BEFORE: max(s.two_qubit_gates for s in before),

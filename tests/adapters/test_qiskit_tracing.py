@@ -87,3 +87,75 @@ def test_transpile_span_reports_depth_and_two_qubit_gates_before_and_after(spans
     assert a["quantum.circuit.two_qubit_gates_before_transpile"] == count(qc)
     assert a["quantum.circuit.two_qubit_gates"] == count(out)
     assert a["quantum.backend.name"] == "fake_manila" and a["quantum.circuit.width"] == 5
+
+
+_ENV_TRACE = """
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+import qobs
+from qobs.training import step
+qobs.configure(store="off")
+qobs.instrument()
+from qiskit import QuantumCircuit, transpile
+from qiskit_aer import AerSimulator
+sim = AerSimulator(max_parallel_threads=1)
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+qc = transpile(qc, sim)                                 # a transpile span, no active span
+sim.run(qc, shots=10).result()                          # a job, no active span
+with step("qgan", 1):
+    sim.run(qc, shots=10).result()                      # a job inside a training step
+with trace.get_tracer("app").start_as_current_span("app-work"):
+    sim.run(qc, shots=10).result()                      # a job under the program's own span
+qobs.flush()
+print(json.dumps([{"name": s.name, "trace": f"{s.context.trace_id:032x}", "span": f"{s.context.span_id:016x}",
+                   "parent": f"{s.parent.span_id:016x}" if s.parent else None} for s in exporter.get_finished_spans()]))
+"""
+
+
+def _env_spans(traceparent: str) -> list[dict]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env.update(TRACEPARENT=traceparent, TRACESTATE="ci=1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _ENV_TRACE], capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_spans_join_the_trace_named_by_the_traceparent_environment_variable():
+    """OpenTelemetry's environment-variable carrier: a CI runner or a parent process sets TRACEPARENT, and
+    the run's spans that have no parent in the program join that trace."""
+    ci_trace, ci_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    spans = _env_spans(f"00-{ci_trace}-{ci_span}-01")
+    by = {}
+    for s in spans:
+        by.setdefault(s["name"], []).append(s)
+    (tsp,) = by["quantum.transpile"]
+    (stp,) = by["qobs.training.step"]
+    (app,) = by["app-work"]
+    jobs = by["backend_run aer_simulator"]
+    assert tsp["parent"] == ci_span and stp["parent"] == ci_span  # qobs's own root spans join the pipeline
+    assert sorted(j["parent"] for j in jobs) == sorted([ci_span, stp["span"], app["span"]])
+    # the program's own span is the program's (it did not read TRACEPARENT): a job under it stays under it
+    assert app["parent"] is None and app["trace"] != ci_trace
+    assert {s["trace"] for s in spans if s is not app and s["parent"] != app["span"]} == {ci_trace}
+
+
+def test_a_malformed_traceparent_variable_is_ignored():
+    spans = _env_spans("00-not-a-trace-01")
+    jobs = [s for s in spans if s["name"] == "backend_run aer_simulator"]
+    assert len(jobs) == 3
+    assert jobs[0]["parent"] is None  # no parent, no crash: its own trace
