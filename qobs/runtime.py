@@ -120,6 +120,10 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
     pipeline (``configure``, ``instrument`` after ``uninstrument``) must still export.
     """
     global _rt
+    if final:
+        for fn in list(_exit_callbacks):  # adapters record the jobs that ended unseen (before the drain)
+            with contained("exit_callback"):
+                fn()
     if _rt is not None:
         with contained("recorder"):  # jobs handed over but not yet recorded belong to this run
             from qobs import telemetry
@@ -181,6 +185,26 @@ _MP_HOOK = _MpHook()
 
 def _at_exit() -> None:
     stop(final=True)
+
+
+_exit_callbacks: list[Any] = []
+
+
+def add_exit_callback(fn: Any) -> None:
+    """Run ``fn()`` at exit, first thing in the runtime's exit hook (an adapter's jobs that ended unseen)."""
+    if fn not in _exit_callbacks:
+        _exit_callbacks.append(fn)
+
+
+def exit_hook_last() -> None:
+    """Move the exit hook to the end of ``atexit``'s list, so that it runs first (atexit runs in reverse).
+
+    An SDK tracer provider registers its own shutdown with ``atexit`` when it is created; one the program
+    creates after qobs started (always so under ``qobs run``) would otherwise be shut down before qobs
+    ends the spans of the run's last jobs, which it would then drop with a warning each."""
+    if _hooks_installed:
+        atexit.unregister(_at_exit)
+        atexit.register(_at_exit)
 
 
 def _install_exit_hooks() -> None:

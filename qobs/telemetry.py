@@ -210,6 +210,17 @@ def tracing_possible() -> bool:
     return provider is _otel_trace or not isinstance(provider, _otel_trace.NoOpTracerProvider)
 
 
+_exit_provider: list[Any] = [None]  # the tracer provider the runtime's exit hook was last moved after
+
+
+def _exit_after_provider() -> None:
+    """A tracer provider not seen before: run qobs's exit hook before that provider's own (``exit_hook_last``)."""
+    provider = getattr(_otel_trace, "_TRACER_PROVIDER", None)
+    if provider is not _exit_provider[0]:
+        _exit_provider[0] = provider
+        runtime.exit_hook_last()
+
+
 def guards_wanted() -> bool:
     """Whether any submit guard wants to see jobs (a guard may say no through a ``wanted()`` attribute,
     so adapters need not describe a job to guards that would let it through unseen)."""
@@ -231,6 +242,7 @@ def start_job(operation: str, backend: str, provider: str, *, parent: Any | None
     try:
         tracer = _tracer()
         if tracer is not None and tracing_possible():
+            _exit_after_provider()
             span = tracer.start_span(Span.job(operation, backend), context=parent if parent is not None
                                      else default_parent(),
                                      attributes={Attr.OPERATION: operation, Attr.BACKEND: backend,

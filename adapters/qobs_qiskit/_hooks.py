@@ -6,7 +6,6 @@ exceptions reach the user unchanged and its return values are the SDK's own obje
 
 from __future__ import annotations
 
-import atexit
 import contextvars
 import copy
 import functools
@@ -22,7 +21,7 @@ from concurrent.futures import CancelledError, Future
 from datetime import datetime
 from typing import Any
 
-from qobs import telemetry
+from qobs import runtime, telemetry
 from qobs.contract import Attr, Span
 from qobs.errors import contained
 from qobs.telemetry import (
@@ -940,7 +939,7 @@ def _finisher() -> _Finisher:
         with _finisher_lock:
             if _the_finisher is None:
                 _the_finisher = _Finisher()
-                atexit.register(lambda: _the_finisher.run_due(float("inf")))  # before the runtime's exit hook
+                runtime.add_exit_callback(lambda: _the_finisher.run_due(float("inf")))  # before its drain
     return _the_finisher
 
 
@@ -1271,7 +1270,7 @@ def _poller() -> _Poller:
     global _the_poller
     if _the_poller is None:
         _the_poller = _Poller()
-        atexit.register(_the_poller.drain)  # runs before the runtime's own exit hook (LIFO)
+        runtime.add_exit_callback(_the_poller.drain)  # before the runtime's exit drain
     return _the_poller
 
 

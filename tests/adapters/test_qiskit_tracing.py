@@ -159,3 +159,51 @@ def test_a_malformed_traceparent_variable_is_ignored():
     jobs = [s for s in spans if s["name"] == "backend_run aer_simulator"]
     assert len(jobs) == 3
     assert jobs[0]["parent"] is None  # no parent, no crash: its own trace
+
+
+_OWN_PROVIDER = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+class Count(SpanExporter):
+    n = 0
+    def export(self, spans):
+        Count.n += len(spans)
+        return SpanExportResult.SUCCESS
+    def shutdown(self):
+        print("exported", Count.n, flush=True)
+
+provider = TracerProvider()  # made after qobs started (qobs run): its atexit shutdown is registered later
+provider.add_span_processor(SimpleSpanProcessor(Count()))
+trace.set_tracer_provider(provider)
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
+sim = AerSimulator(max_parallel_threads=1)
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+for _ in range(20):
+    sim.run(qc, shots=10).result()
+job = sim.run(qc, shots=10)  # its result is never asked for: recorded at exit
+"""
+
+
+def test_a_provider_the_program_makes_under_qobs_run_gets_every_job_span_before_it_shuts_down(tmp_path):
+    """The SDK shuts a tracer provider down at exit (atexit, in reverse order of registration). Made after
+    qobs started, it used to shut down before qobs ended the spans of the last jobs: 18 of 20 were dropped,
+    each with an "already shutdown" warning."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(_OWN_PROVIDER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env.update(QOBS_STORE="off", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--", sys.executable, str(script)],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "shutdown" not in r.stderr.lower(), r.stderr
+    assert r.stdout.split() == ["exported", "21"]  # every job's span, the unresulted one too
