@@ -304,7 +304,8 @@ class _Recorder:
     MAX_PENDING = 2048
 
     def __init__(self) -> None:
-        self._q: deque[tuple[Any, JobHandle, Callable[[JobHandle], None] | None]] = deque()
+        # (context, handle, prepare, whether prepare may block on the network)
+        self._q: deque[tuple[Any, JobHandle, Callable[[JobHandle], None] | None, bool]] = deque()
         self._lock = threading.RLock()  # one drainer at a time; a listener may drain again (reentrant)
         self._busy = False  # a drainer holds jobs taken off the queue and not yet recorded
         self._wake = threading.Event()
@@ -313,9 +314,10 @@ class _Recorder:
         self._last = time.monotonic()
         self._late_after = 4 * self.INTERVAL_S + 0.05
 
-    def submit(self, ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None) -> None:
+    def submit(self, ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None,
+               may_block: bool = False) -> None:
         q = self._q
-        q.append((ctx, handle, prepare))
+        q.append((ctx, handle, prepare, may_block))
         if self._thread is None:  # a forked child gets None from ``after_fork``: no getpid() per job
             self._start()
         elif (len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after) and \
@@ -338,15 +340,21 @@ class _Recorder:
             self._wake.wait(self.INTERVAL_S)
             self.drain()
 
-    def drain(self) -> None:
-        """Record every job handed over so far (on the calling thread)."""
+    def drain(self, wait: float | None = None) -> bool:
+        """Record every job handed over so far (on the calling thread). With ``wait`` (a scrape), give up
+        (False) when another drainer holds the recorder longer than that, and stop before a job whose
+        reading may block on the network (an IBM job's ``metrics()``): the recorder's thread reads it."""
         q = self._q
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            return False
+        try:
             busy, self._busy = self._busy, True
             batch = _batch_begin()  # the batch's metrics are applied once, at its end
             try:
                 while q:
-                    ctx, handle, prepare = q.popleft()
+                    if wait is not None and q[0][3]:
+                        return False
+                    ctx, handle, prepare, _ = q.popleft()
                     _finish_now(ctx, handle, prepare)
                     self._last = time.monotonic()
             finally:
@@ -354,6 +362,9 @@ class _Recorder:
                     _batch_end()
                 self._busy = busy
             self._last = time.monotonic()
+        finally:
+            self._lock.release()
+        return True
 
     def after_fork(self) -> None:
         """A forked child records its own jobs only; the parent's queue and thread stay the parent's."""
@@ -386,7 +397,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | None = None,
-                     ctx: Any | None = None) -> None:
+                     ctx: Any | None = None, *, may_block: bool = False) -> None:
     """Record a finished job off the caller's thread: ``prepare(handle)`` (reading the SDK's result into
     the record), then ``finish_job``, in ``ctx`` (a ``contextvars.Context``, for listeners that read
     context variables) or an empty context. ``handle.t_end`` should be set by the caller."""
@@ -399,7 +410,7 @@ def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | N
             hook(handle.record)
         except Exception as exc:  # noqa: BLE001
             report_internal("end_hook", exc)
-    _recorder.submit(ctx, handle, prepare)
+    _recorder.submit(ctx, handle, prepare, may_block)
 
 
 def hand_over(handle: JobHandle, read: Callable[[JobHandle, bool], None], ctx: Any | None = None, *,
@@ -418,7 +429,7 @@ def hand_over(handle: JobHandle, read: Callable[[JobHandle, bool], None], ctx: A
             report_internal("adapter", exc)
         finish_job_later(handle, None, ctx)
         return
-    finish_job_later(handle, lambda h: read(h, True), ctx)
+    finish_job_later(handle, lambda h: read(h, True), ctx, may_block=may_block)
 
 
 _end_hooks: list[JobListener] = []
@@ -473,10 +484,15 @@ def results_wanted(record: JobRecord) -> bool:
     return False
 
 
-def drain() -> None:
-    """Record every job handed to ``finish_job_later`` so far, now, on this thread."""
+def drain(wait: float | None = None) -> bool:
+    """Record every job handed to ``finish_job_later`` so far, now, on this thread (False: gave up after
+    ``wait`` seconds because another thread was recording)."""
     if _recorder._q or _recorder._busy:  # busy: a job taken off the queue is being recorded; wait for it
-        _recorder.drain()
+        return _recorder.drain(wait)
+    return True
+
+
+SCRAPE_DRAIN_WAIT_S = 1.0  # a scrape waits at most this long for jobs being recorded, then serves what is there
 
 
 class _DrainOnCollect:
@@ -488,7 +504,7 @@ class _DrainOnCollect:
 
     def collect(self) -> list[Any]:
         try:
-            drain()
+            drain(SCRAPE_DRAIN_WAIT_S)  # an IBM job's metrics() may hold the recorder on the network
         except Exception as exc:  # noqa: BLE001
             report_internal("recorder", exc)
         return []

@@ -190,6 +190,7 @@ def test_ibm_runtime_local_mode_is_one_job_with_metrics(qobs_run):
         sampler = runtime.SamplerV2(mode=fake)
     job = sampler.run([isa, isa], shots=128)
     res = job.result()
+    qobs.flush()  # its metrics() is read where it is recorded, which a scrape leaves to the recorder
     assert total("qobs_jobs_total") - all0 == 1  # the local service's BackendSamplerV2 and backend.run are inside it
     row = jobs_rows(qobs_run)[-1]
     assert (row["backend"], row["provider"], row["operation"]) == ("fake_manila", "ibm", "sampler")

@@ -265,7 +265,7 @@ def test_handed_over_jobs_are_recorded_by_the_recorder_thread_and_drained_on_rea
 
 
 def test_drain_waits_for_a_job_the_recorder_thread_is_recording(qobs_run):
-    """A reader (a budget guard, a scrape, flush) must see a job the thread has taken off the queue
+    """A reader (a budget guard, flush, a step's cost) must see a job the thread has taken off the queue
     but not finished recording: drain() waits for it rather than finding the queue empty."""
     import threading
     import time
@@ -286,6 +286,48 @@ def test_drain_waits_for_a_job_the_recorder_thread_is_recording(qobs_run):
         assert done == ["slow_dev"]
     finally:
         telemetry.remove_job_listener(slow)
+
+
+def test_a_scrape_does_not_wait_for_a_job_read_over_the_network(qobs_run):
+    """An IBM job's metrics() is a request to the service, read where the job is recorded. A scrape must
+    not wait for it (nor make it): it serves what is recorded, and the job shows in the next scrape. Both
+    cases: the job still queued, and the recorder's thread inside the read."""
+    import threading
+
+    from prometheus_client import REGISTRY, generate_latest
+
+    labels = {"backend": "net_dev", "provider": "p", "operation": "backend_run", "status": "ok"}
+    for taken in (False, True):
+        release, inside = threading.Event(), threading.Event()
+        readers: list[threading.Thread] = []
+
+        def read(h: telemetry.JobHandle, keep: bool, release=release, inside=inside, readers=readers) -> None:
+            readers.append(threading.current_thread())
+            inside.set()
+            release.wait(60)  # the network
+            h.record.shots = 5
+
+        before = REGISTRY.get_sample_value("qobs_jobs_total", labels) or 0.0
+        h = telemetry.start_job("backend_run", "net_dev", "p", circuits=1)
+        if not taken:
+            with telemetry._recorder._lock:  # hold the thread off: the job stays queued for the scrape to see
+                telemetry.hand_over(h, read, may_block=True)
+                scrape = threading.Thread(target=generate_latest, args=(REGISTRY,))
+                scrape.start()
+                scrape.join(0.5)
+        else:
+            telemetry.hand_over(h, read, may_block=True)
+            assert inside.wait(30)  # the recorder's thread is inside the read
+            scrape = threading.Thread(target=generate_latest, args=(REGISTRY,))
+            scrape.start()
+        scrape.join(30)  # a hang guard, not a time limit: a blocked scrape would wait for ``release``
+        served_while_blocked = not scrape.is_alive()
+        read_by_scrape = scrape in readers
+        release.set()
+        scrape.join(60)
+        assert served_while_blocked and not read_by_scrape
+        qobs.flush()
+        assert REGISTRY.get_sample_value("qobs_jobs_total", labels) == before + 1  # recorded, once
 
 
 def test_a_recorder_batch_updates_every_series_as_jobs_one_by_one_would(qobs_run):
