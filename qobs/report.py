@@ -170,10 +170,14 @@ def _training(steps: list[dict]) -> dict[str, Any] | None:
         return None
     models = sorted({s["model"] for s in steps})
     out: dict[str, Any] = {"steps": len(steps), "models": models}
-    kl = [(s["step"], s["metrics"]["kl"]) for s in steps if s["metrics"] and "kl" in s["metrics"]]
-    if kl:
-        best = min(kl, key=lambda x: x[1])
-        out.update(first_kl=kl[0][1], last_kl=kl[-1][1], best_kl=best[1], best_step=best[0])
+    # The exact KL (of the model's distribution, as the reference QGAN records it) when steps carry it, else
+    # the KL estimated from the step's samples (shot noise included): said which in ``kl_kind``.
+    for key, kind in (("exact_kl", "exact"), ("kl", "sampled")):
+        kl = [(s["step"], s["metrics"][key]) for s in steps if s["metrics"] and key in s["metrics"]]
+        if kl:
+            best = min(kl, key=lambda x: x[1])
+            out.update(kl_kind=kind, first_kl=kl[0][1], last_kl=kl[-1][1], best_kl=best[1], best_step=best[0])
+            break
     last = steps[-1]["metrics"] or {}
     out["last"] = {k: last[k] for k in ("g_loss", "d_loss", "grad_norm", "grad_snr", "entropy_bits", "ks")
                    if k in last}
@@ -216,8 +220,9 @@ def render(r: dict[str, Any]) -> str:
               + (f"; {c['unpriced_jobs']} jobs unpriced" if c["unpriced_jobs"] else "")]
     t = r["training"]
     if t:
-        kl = (f"; KL {t['first_kl']:.4f} -> {t['last_kl']:.4f} (best {t['best_kl']:.4f} at step {t['best_step']})"
-              if "first_kl" in t else "")
+        name = "exact KL" if t.get("kl_kind") == "exact" else "KL (from samples)"
+        kl = (f"; {name} {t['first_kl']:.4f} -> {t['last_kl']:.4f} (best {t['best_kl']:.4f} at step "
+              f"{t['best_step']})" if "first_kl" in t else "")
         lines.append(f"training: {t['steps']} steps of {', '.join(t['models'])}{kl}; step p50 {_ms(t['step_p50_s'])}")
     return "\n".join(lines)
 

@@ -73,6 +73,7 @@ def test_report_of_a_run_with_failures_drift_and_budget(tmp_path: Path) -> None:
     assert sum(w.startswith("calibration_change sim_manila") for w in whats) == truth["drift_steps"]
     assert [x["t"] for x in r["timeline"]] == sorted(x["t"] for x in r["timeline"])
     assert r["training"]["best_kl"] == 1 / 8 and r["training"]["best_step"] == 7
+    assert r["training"]["kl_kind"] == "sampled"  # the steps carry only a KL from their samples
     text = subprocess.run([*QOBS, "report", "--store", str(store)], env=env, capture_output=True, text=True,
                           timeout=120)
     assert text.returncode == 0 and text.stdout.startswith(f"postmortem of run {r['run']['run_id']}")
@@ -84,3 +85,20 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
         proc = subprocess.run([*QOBS, *args], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("qobs: error:"), proc.stderr
+
+
+def test_the_training_summary_prefers_the_exact_kl_and_says_which() -> None:
+    """The reference QGAN records both the KL of its samples (shot noise included) and the exact KL of its
+    distribution; the demo's "best KL" is the exact one, so the report's must be too, and say so."""
+    from qobs import report
+
+    sampled = [0.30, 0.12, 0.20, 0.15]
+    exact = [0.25, 0.14, 0.09, 0.10]
+    steps = [{"step": i, "model": "qgan", "duration_s": 0.01, "metrics": {"kl": k, "exact_kl": e}}
+             for i, (k, e) in enumerate(zip(sampled, exact, strict=True))]
+    t = report._training(steps)
+    assert (t["kl_kind"], t["first_kl"], t["last_kl"], t["best_kl"], t["best_step"]) == ("exact", 0.25, 0.10, 0.09, 2)
+    for s in steps:
+        del s["metrics"]["exact_kl"]
+    t = report._training(steps)
+    assert (t["kl_kind"], t["best_kl"], t["best_step"]) == ("sampled", 0.12, 1)
