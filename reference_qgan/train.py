@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, dict[str, float]], None] 
 
     try:
         for step in range(cfg.epochs):
-            with step_ctx(step) as s:
+            with step_ctx(step + 1) as s:  # numbered from 1, as progress lines and checkpoints count
                 with s.generator():
                     probs = gen.distributions(theta + shifts)
                     p_gen = probs[0]

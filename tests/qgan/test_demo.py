@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +34,13 @@ def test_demo_tiny_profile_on_aer(tmp_path: Path):
     shown = subprocess.run([*QOBS, "runs", "show", "latest", "--store", str(store)], env=_env(),
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "training: 20 steps" in shown.stdout and "finished" in shown.stdout
+    # the postmortem's best KL is the demo's: same measure (exact), same step (numbered from 1)
+    best = re.search(r"best +KL (\d\.\d{4}) .*\(step (\d+)\)", text)
+    report = subprocess.run([*QOBS, "report", "--json", "--store", str(store)], env=_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert best is not None and report.returncode == 0, report.stderr
+    t = json.loads(report.stdout)["training"]
+    assert (t["kl_kind"], f"{t['best_kl']:.4f}", t["best_step"]) == ("exact", best[1], int(best[2]))
     ckpt = next((tmp_path / "checkpoints").glob("*/best.json"))
     sample = subprocess.run([*QOBS, "qgan", "sample", "--checkpoint", str(ckpt), "-n", "100"], env=_env(),
                             capture_output=True, text=True, timeout=120)
