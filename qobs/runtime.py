@@ -121,9 +121,7 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
     """
     global _rt
     if final:
-        for fn in list(_exit_callbacks):  # adapters record the jobs that ended unseen (before the drain)
-            with contained("exit_callback"):
-                fn()
+        exit_work()  # adapters record the jobs that ended unseen (before the drain below)
     if _rt is not None:
         with contained("recorder"):  # jobs handed over but not yet recorded belong to this run
             from qobs import telemetry
@@ -187,24 +185,44 @@ def _at_exit() -> None:
     stop(final=True)
 
 
-_exit_callbacks: list[Any] = []
+_exit_callbacks: list[tuple[int, Any]] = []  # (pid of the process that added it, fn): run once, there
+_exit_lock = threading.Lock()
 
 
 def add_exit_callback(fn: Any) -> None:
-    """Run ``fn()`` at exit, first thing in the runtime's exit hook (an adapter's jobs that ended unseen)."""
-    if fn not in _exit_callbacks:
-        _exit_callbacks.append(fn)
+    """Run ``fn()`` once at exit, before the last jobs are recorded (an adapter's jobs that ended unseen),
+    in this process only (a forked child does not redo its parent's work)."""
+    with _exit_lock:
+        _exit_callbacks.append((os.getpid(), fn))
 
 
-def exit_hook_last() -> None:
-    """Move the exit hook to the end of ``atexit``'s list, so that it runs first (atexit runs in reverse).
+def exit_work() -> None:
+    """At exit: run the exit callbacks (once) and record every job handed over, while a run is open.
 
-    An SDK tracer provider registers its own shutdown with ``atexit`` when it is created; one the program
-    creates after qobs started (always so under ``qobs run``) would otherwise be shut down before qobs
-    ends the spans of the run's last jobs, which it would then drop with a warning each."""
-    if _hooks_installed:
-        atexit.unregister(_at_exit)
-        atexit.register(_at_exit)
+    Called by the exit hook, and earlier by ``before_provider_shutdown``'s hook: an SDK tracer provider
+    shuts itself down from ``atexit``, and one the program made after qobs started (always so under
+    ``qobs run``) does that before qobs's own exit hook runs, which would drop the last jobs' spans."""
+    if _rt is None:
+        return
+    pid = os.getpid()
+    with _exit_lock:
+        mine = [fn for p, fn in _exit_callbacks if p == pid]
+        _exit_callbacks[:] = [(p, fn) for p, fn in _exit_callbacks if p != pid]
+    for fn in mine:
+        with contained("exit_callback"):
+            fn()
+    with contained("recorder"):
+        from qobs import telemetry
+
+        telemetry.drain()
+
+
+def before_provider_shutdown() -> None:
+    """Do ``exit_work`` before the SDK shuts down the tracer provider the program just made (call it when a
+    span is first made under a provider: its ``atexit`` shutdown is registered already, so ours runs first).
+    The exit hook itself stays where it is, after the program's own ``atexit`` work."""
+    pid = os.getpid()
+    atexit.register(lambda: exit_work() if os.getpid() == pid else None)
 
 
 def _install_exit_hooks() -> None:

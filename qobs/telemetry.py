@@ -210,15 +210,23 @@ def tracing_possible() -> bool:
     return provider is _otel_trace or not isinstance(provider, _otel_trace.NoOpTracerProvider)
 
 
-_exit_provider: list[Any] = [None]  # the tracer provider the runtime's exit hook was last moved after
+_exit_provider: list[Any] = [None]  # the tracer provider ``runtime.before_provider_shutdown`` was last called for
+_exit_provider_lock = threading.Lock()
 
 
 def _exit_after_provider() -> None:
-    """A tracer provider not seen before: run qobs's exit hook before that provider's own (``exit_hook_last``)."""
+    """A tracer provider not seen before: record the last jobs at exit before it shuts down."""
     provider = getattr(_otel_trace, "_TRACER_PROVIDER", None)
-    if provider is not _exit_provider[0]:
+    if provider is _exit_provider[0]:
+        return
+    with _exit_provider_lock:
+        if provider is _exit_provider[0]:
+            return
         _exit_provider[0] = provider
-        runtime.exit_hook_last()
+    from qobs import tracing
+
+    if provider is not None and provider is not tracing._ours.get("tracer_provider"):  # ours has no atexit
+        runtime.before_provider_shutdown()
 
 
 def guards_wanted() -> bool:

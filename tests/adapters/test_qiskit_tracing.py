@@ -207,3 +207,57 @@ def test_a_provider_the_program_makes_under_qobs_run_gets_every_job_span_before_
     assert r.returncode == 0, r.stderr
     assert "shutdown" not in r.stderr.lower(), r.stderr
     assert r.stdout.split() == ["exported", "21"]  # every job's span, the unresulted one too
+
+
+_EXIT_ORDER = """
+import atexit, multiprocessing, sys
+import qobs
+import qobs.training
+qobs.configure(store=sys.argv[1])
+qobs.instrument()
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
+sim = AerSimulator(max_parallel_threads=1)
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.measure_all()
+def last_words():  # the program's own work at exit, registered early: a training step qobs records
+    with qobs.training.step(model="m", step=99) as s:
+        s.record(g_loss=0.5)
+atexit.register(last_words)
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider())  # made after qobs started
+for _ in range(3):
+    sim.run(qc, shots=10).result()
+sim.run(qc, shots=10)  # never asked for: recorded at exit
+if __name__ == "__main__":
+    p = multiprocessing.get_context("fork").Process(target=print)  # a forked child that exits (its own run)
+    p.start()
+    p.join()
+"""
+
+
+def test_exit_work_is_done_once_in_the_run_that_owns_the_jobs(tmp_path):
+    """Recording the last jobs before the program's tracer provider shuts down must not move qobs's exit
+    hook ahead of the program's own atexit work (whose job belongs to the run, not to a second one), nor
+    make a forked child record its parent's jobs again."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    store = tmp_path / "runs.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-c", _EXIT_ORDER, str(store)], capture_output=True, text=True, env=env,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr
+    conn = sqlite3.connect(store)
+    parent = conn.execute("SELECT run_id FROM runs ORDER BY started_at LIMIT 1").fetchone()[0]
+    per_run = dict(conn.execute("SELECT run_id, COUNT(*) FROM jobs GROUP BY run_id"))
+    assert per_run == {parent: 4}, per_run  # the unresulted job once, in the parent's run only
+    steps = conn.execute("SELECT run_id, step FROM steps").fetchall()
+    assert steps == [(parent, 99)], steps  # the program's exit work is in its run, not in a second one
+    runs = [r for (r,) in conn.execute("SELECT run_id FROM runs")]
+    assert len(runs) <= 2, runs  # the parent's, and at most the forked child's own
