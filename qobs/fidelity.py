@@ -178,13 +178,14 @@ def baseline_event(conn: Any, backend: str) -> Any:
     That is the latest check of the current epoch whose baseline was learned (or carried on from the
     store), else the latest rebaseline. A check of an older epoch (a process that was running when the
     backend was rebaselined and had not noticed yet) does not count; nor does a check with no ``source``,
-    written before baselines were kept, whose baseline may have been pinned."""
+    written before baselines were kept, whose baseline may have been pinned. A check with no ``epoch``
+    (written by a qobs that kept baselines without epochs) counts when it came after the rebaseline."""
     current = epoch(conn, backend)
     row = conn.execute(
         "SELECT kind, data, ts, run_id, id FROM events WHERE subject = ? AND kind = 'fidelity_check' AND id > ?"
         " AND json_extract(data, '$.baseline') IS NOT NULL AND json_extract(data, '$.source') IN ('learned', 'stored')"
-        " AND COALESCE(json_extract(data, '$.epoch'), 0) = ? ORDER BY id DESC LIMIT 1",
-        (backend, current, current)).fetchone()
+        " AND COALESCE(json_extract(data, '$.epoch'), ?) = ? ORDER BY id DESC LIMIT 1",
+        (backend, current, current, current)).fetchone()
     if row is None and current:
         row = conn.execute("SELECT kind, data, ts, run_id, id FROM events WHERE id = ?", (current,)).fetchone()
     return row
@@ -224,6 +225,7 @@ def _load_baseline(backend: str, *, epoch_only: bool = False) -> tuple[float | N
 
 
 def _fresh_state(backend: str, pinned: float | None) -> dict[str, Any]:
+    """A backend's baseline state, from the pin or the store (epoch None: the store could not be read)."""
     stored, current = _load_baseline(backend, epoch_only=pinned is not None)  # a pin is a setting: not kept
     return {"values": [], "baseline": pinned if pinned is not None else stored, "epoch": current,
             "source": "pinned" if pinned is not None else "stored" if stored is not None else "learned",
@@ -231,20 +233,27 @@ def _fresh_state(backend: str, pinned: float | None) -> dict[str, Any]:
 
 
 def _state(backend: str, pinned: float | None) -> dict[str, Any]:
-    """``backend``'s baseline state; a rebaseline recorded since this process last looked starts it anew."""
+    """``backend``'s baseline state. Every ``EPOCH_RECHECK_S`` (claimed by one thread) it looks at the store:
+    a newer epoch (a rebaseline) replaces the state with the store's (a baseline another process learned in
+    that epoch, or none: learn anew; a pin stays a pin); epochs only move forward."""
     with _lock:
         st = _baselines.get(backend)
+        due = st is not None and time.monotonic() - st["seen"] >= EPOCH_RECHECK_S
+        if due:
+            st["seen"] = time.monotonic()  # this thread looks; the others carry on with the state as it is
     if st is None:
         st = _fresh_state(backend, pinned)
         with _lock:
             st = _baselines.setdefault(backend, st)
-    elif time.monotonic() - st["seen"] >= EPOCH_RECHECK_S:
+    elif due:
         _, current = _load_baseline(backend, epoch_only=True)
-        with _lock:
-            st["seen"] = time.monotonic()
-            if current is not None and current != st["epoch"]:  # rebaselined: learn anew (a pin stays a pin)
-                st.update(values=[], baseline=pinned, epoch=current,
-                          source="pinned" if pinned is not None else "learned")
+        if current is not None and (st["epoch"] is None or current > st["epoch"]):
+            new = _fresh_state(backend, pinned) if st["epoch"] is not None else None
+            with _lock:
+                if new is None:  # the first read failed: the epoch was unknown, and what was learned stands
+                    st["epoch"] = current if st["epoch"] is None else st["epoch"]
+                elif new["epoch"] is not None and new["epoch"] > st["epoch"]:
+                    st.update(new)
     return st
 
 

@@ -280,9 +280,10 @@ def test_rebaseline_of_a_backend_never_checked_is_refused(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (fidelity.REBASELINE,)).fetchone()[0] == 0
 
 
-def test_a_check_from_before_baselines_were_kept_is_not_taken_for_one(tmp_path):
+def test_checks_written_by_older_qobs_versions(tmp_path):
     """Check events written before qobs kept baselines have no ``source``: their baseline may have been
-    pinned, so they must not become the next process's learned baseline."""
+    pinned, so they must not become the next process's learned baseline. Those written before epochs
+    have a source and no epoch: one written after the latest rebaseline is the baseline."""
     from qobs.store import connect
 
     store = tmp_path / "runs.db"
@@ -294,3 +295,11 @@ def test_a_check_from_before_baselines_were_kept_is_not_taken_for_one(tmp_path):
                  "'dev_r', ?)", (json.dumps({"fidelity": 0.9, "baseline": 0.91, "result": "pass",
                                              "source": "learned"}),))
     assert fidelity.stored_baseline(conn, "dev_r")["baseline"] == 0.91
+    # a rebaseline, then a check from a qobs that kept baselines without epochs: it came after, so it counts
+    conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES (NULL, 3.0, ?, 'dev_r', '{}')",
+                 (fidelity.REBASELINE,))
+    assert fidelity.stored_baseline(conn, "dev_r") is None
+    conn.execute("INSERT INTO events (run_id, ts, kind, subject, data) VALUES ('newer', 4.0, 'fidelity_check', "
+                 "'dev_r', ?)", (json.dumps({"fidelity": 0.8, "baseline": 0.82, "result": "pass",
+                                             "source": "learned"}),))
+    assert fidelity.stored_baseline(conn, "dev_r")["baseline"] == 0.82
