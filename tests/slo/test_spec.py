@@ -129,3 +129,24 @@ def test_durations():
     assert spec.parse_duration("1h30m", "w") == 5400 and spec.fmt_duration(5400) == "90m"
     assert spec.fmt_duration(3 * 86400) == "3d" and spec.fmt_number(Fraction(7, 150)) == "(7 / 150)"
     assert spec.fmt_number(Decimal("0.9990")) == "0.999" and spec.fmt_number(Fraction(144, 10)) == "14.4"
+
+
+def test_a_renamed_slo_leaves_no_rule_file_behind(tmp_path):
+    """Renaming an SLO used to leave its old rule file (and tests, runbooks) in the output directory, where
+    Prometheus kept loading it: every alert twice. build removes what it wrote before and no longer
+    writes; check reports it; a hand-written file there is not touched."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["alerts", "build", "--slo", _write(tmp_path, GOOD), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "slo-jobs.rules.yml").exists() and (out / "tests" / "slo-jobs.test.yml").exists()
+    (out / "team.rules.yml").write_text("groups: []\n")  # the user's own file, beside ours
+    renamed = _write(tmp_path, GOOD.replace("name: jobs", "name: job-success"))
+    res = CliRunner().invoke(main, ["alerts", "check", "--slo", renamed, "-d", str(out)])
+    assert res.exit_code == 1 and "slo-jobs.rules.yml" in res.output
+    res = CliRunner().invoke(main, ["alerts", "build", "--slo", renamed, "-o", str(out)])
+    assert res.exit_code == 0 and "removed 2" in res.output, res.output
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*.yml"))
+    assert "slo-jobs.rules.yml" not in left and "tests/slo-jobs.test.yml" not in left
+    assert {"slo-job-success.rules.yml", "tests/slo-job-success.test.yml", "team.rules.yml"} <= set(left)
+    res = CliRunner().invoke(main, ["alerts", "check", "--slo", renamed, "-d", str(out)])
+    assert res.exit_code == 0, res.output
