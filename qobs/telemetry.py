@@ -137,7 +137,7 @@ def check_submit(request: SubmitRequest) -> SubmitDecision | None:
     """Ask the guards about a job before submission.
 
     Returns None (go on) or a decision with a fallback. Raises ``SubmissionRefused`` when a guard
-    blocks the job: adapters record it (status error, reason budget) and let it propagate. A
+    blocks the job: adapters record it (status blocked, reason budget) and let it propagate. A
     guard that fails for any other reason is contained: the job goes on.
     """
     if request.model is None:

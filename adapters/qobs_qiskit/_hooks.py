@@ -633,7 +633,7 @@ def _request(desc: _Desc) -> SubmitRequest:
 
 
 def _check(desc: _Desc) -> Any:
-    """Ask the guards. A refusal is recorded (status error, reason budget) and re-raised unchanged."""
+    """Ask the guards. A refusal is recorded (status blocked, reason budget) and re-raised unchanged."""
     if not telemetry.guards_wanted():
         return None
     req = None
