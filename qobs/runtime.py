@@ -190,14 +190,14 @@ _exit_lock = threading.Lock()
 
 
 def add_exit_callback(fn: Any) -> None:
-    """Run ``fn()`` once at exit, before the last jobs are recorded (an adapter's jobs that ended unseen),
-    in this process only (a forked child does not redo its parent's work)."""
+    """Run ``fn()`` at exit, before the last jobs are recorded (an adapter's jobs that ended unseen), in this
+    process only (a forked child does not redo its parent's work). ``fn`` must be safe to call twice."""
     with _exit_lock:
         _exit_callbacks.append((os.getpid(), fn))
 
 
 def exit_work() -> None:
-    """At exit: run the exit callbacks (once) and record every job handed over, while a run is open.
+    """At exit: run this process's exit callbacks and record every job handed over, while a run is open.
 
     Called by the exit hook, and earlier by ``before_provider_shutdown``'s hook: an SDK tracer provider
     shuts itself down from ``atexit``, and one the program made after qobs started (always so under
@@ -206,8 +206,7 @@ def exit_work() -> None:
         return
     pid = os.getpid()
     with _exit_lock:
-        mine = [fn for p, fn in _exit_callbacks if p == pid]
-        _exit_callbacks[:] = [(p, fn) for p, fn in _exit_callbacks if p != pid]
+        mine = [fn for p, fn in _exit_callbacks if p == pid]  # each may run again: it records what is left
     for fn in mine:
         with contained("exit_callback"):
             fn()

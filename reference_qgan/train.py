@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int, dict[str, float]], None] 
                     s.record(g_loss=g_loss, d_loss=d_loss, grad=grad, grad_std=grad_se, divergences=div,
                              entropy=entropy, shot_noise=noise, samples=samples or None,
                              exact_kl=exact["kl"], exact_ks=exact["ks"])
-            row = {"step": step, "g_loss": g_loss, "d_loss": d_loss, "grad_norm": float(np.linalg.norm(grad)),
+            row = {"step": step + 1, "g_loss": g_loss, "d_loss": d_loss, "grad_norm": float(np.linalg.norm(grad)),
                    **div, "entropy_bits": entropy, "shot_noise": noise,
                    "exact_kl": exact["kl"], "exact_ks": exact["ks"]}
             history.append(row)

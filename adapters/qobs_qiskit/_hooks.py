@@ -12,6 +12,7 @@ import functools
 import heapq
 import itertools
 import math
+import os
 import threading
 import time
 import weakref
@@ -1272,6 +1273,18 @@ def _poller() -> _Poller:
         _the_poller = _Poller()
         runtime.add_exit_callback(_the_poller.drain)  # before the runtime's exit drain
     return _the_poller
+
+
+def _forked_child() -> None:
+    """A forked child has none of its parent's threads: it makes its own finisher and poller (with exit
+    callbacks of its own) when it tracks jobs, instead of queueing them where no thread will look."""
+    global _the_finisher, _the_poller, _finisher_lock
+    _the_finisher = _the_poller = None
+    _finisher_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked_child)
 
 
 # --- transpilation -----------------------------------------------------------------------------
