@@ -126,7 +126,7 @@ def _finish(run_id: str | None, store_path: Path | None, result: Any, label: str
             fidelity = REGISTRY.get_sample_value("qobs_fidelity", {"backend": result.backend["backend"]})
     qobs.shutdown() if not interrupted else _stop_interrupted()
     if result is not None:
-        click.echo(_quality(result, cfg))
+        click.echo(_quality(result, cfg, noisy=bool(label)))  # a label: the simulated noisy QPU
     if run_id and store_path and store_path.exists():
         click.echo(_operations(store_path, run_id, fidelity, label))
         click.echo(f"\nrun {run_id} stored in {store_path}")
@@ -145,13 +145,18 @@ def _mark(value: float, limit: float) -> str:
     return "ok " if value <= limit else "-- "
 
 
-def _quality(r: Any, cfg: Any) -> str:
+def _quality(r: Any, cfg: Any, *, noisy: bool = False) -> str:
+    """The quality summary. The gate is the noiseless standard profile's: on the noisy simulated QPU it is
+    shown for reference, not judged (device noise keeps KS above it there: best KS 0.124, 0.124 and 0.113
+    after 100, 200 and 300 steps at seed 7, against 0.009 on noiseless Aer)."""
     from reference_qgan.cli import bars
 
     b, f = r.best, r.final
+    gate = (f"noiseless gate KL<={GATE['kl']} KS<={GATE['ks']} (qobs demo --backend aer): not judged on a noisy "
+            "device" if noisy else
+            f"gate KL<={GATE['kl']} KS<={GATE['ks']}: {_mark(f['kl'], GATE['kl'])}{_mark(f['ks'], GATE['ks'])}")
     lines = ["", f"quality (exact distribution of the parameters, {r.steps} steps, {r.seconds:.1f} s)",
-             f"  final  KL {f['kl']:.4f}  KS {f['ks']:.4f}   "
-             f"gate KL<={GATE['kl']} KS<={GATE['ks']}: {_mark(f['kl'], GATE['kl'])}{_mark(f['ks'], GATE['ks'])}",
+             f"  final  KL {f['kl']:.4f}  KS {f['ks']:.4f}   {gate}",
              f"  best   KL {b['kl']:.4f}  KS {b['ks']:.4f}   (step {b.get('step', '-')})  "
              f"target KL<={QUALITY_TARGETS['kl']} KS<={QUALITY_TARGETS['ks']} (paper, IBM hardware): "
              f"{_mark(b['kl'], QUALITY_TARGETS['kl'])}{_mark(b['ks'], QUALITY_TARGETS['ks'])}",
