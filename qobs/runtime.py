@@ -185,7 +185,7 @@ def _at_exit() -> None:
     stop(final=True)
 
 
-_exit_callbacks: list[tuple[int, Any]] = []  # (pid of the process that added it, fn): run once, there
+_exit_callbacks: list[tuple[int, Any]] = []  # (pid of the process that added it, fn): run there only
 _exit_lock = threading.Lock()
 
 

@@ -493,8 +493,8 @@ def results_wanted(record: JobRecord) -> bool:
 
 
 def drain(wait: float | None = None) -> bool:
-    """Record every job handed to ``finish_job_later`` so far, now, on this thread (False: gave up after
-    ``wait`` seconds because another thread was recording)."""
+    """Record every job handed to ``finish_job_later`` so far, now, on this thread. With ``wait``: False when
+    it gave up (another thread recorded longer than that) or left a job whose reading may block."""
     if _recorder._q or _recorder._busy:  # busy: a job taken off the queue is being recorded; wait for it
         return _recorder.drain(wait)
     return True
