@@ -72,7 +72,8 @@ def alerts() -> None:
 @click.option("-o", "--out", "out_dir", default="alerts", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the rule files (tests go to OUT/tests).")
 def build_cmd(slo_file: str | None, out_dir: str) -> None:
-    """Write rule files and promtool test suites for an SLO file."""
+    """Write rule files, promtool test suites, runbooks and Alertmanager inhibit rules for an SLO file
+    (and remove the rule and test files an earlier build from it wrote and this one does not)."""
     files = render(slo_file)
     out = Path(out_dir)
     try:
