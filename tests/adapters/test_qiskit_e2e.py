@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("qiskit_aer")
-from tests.conftest import compat_python
+from tests.conftest import _missing, compat_python
 
 # Knows nothing of qobs. Trains a 2-qubit circuit with parameter-shift gradients from its own loop,
 # through SamplerV2 and backend.run, and prints its own ground truth; optionally scrapes a URL.
@@ -120,3 +120,49 @@ def test_oldest_supported_qiskit_runs_the_same_script(tmp_path):
     totals = shown["totals"]
     assert (totals["jobs"], totals["circuits"], totals["shots"]) == (truth["jobs"], truth["circuits"], truth["shots"])
     assert shown["run"]["qiskit"] == version
+
+
+IBM_SCRIPT = """
+import json, warnings
+warnings.filterwarnings("ignore")
+from qiskit import QuantumCircuit, transpile
+from qiskit_ibm_runtime import SamplerV2, __version__
+from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+fake = FakeManilaV2()
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+isa = transpile(qc, fake, seed_transpiler=1)
+job = SamplerV2(mode=fake).run([isa, isa], shots=64)
+res = job.result()
+shots = sum(sum(r.data.meas.get_counts().values()) for r in res)
+print("TRUTH " + json.dumps({"version": __version__, "shots": shots, "job_id": job.job_id(), "depth": isa.depth()}))
+"""
+
+
+@pytest.mark.slow
+def test_oldest_supported_ibm_runtime_local_mode_is_one_job(tmp_path):
+    """pyproject claims qiskit-ibm-runtime >= 0.34: its local (fake-backend) mode on the oldest qiskit we claim,
+    unmodified under qobs run, is one sampler job with the shots, circuits, depth and job id it reports."""
+    import sqlite3
+
+    python = compat_python("QOBS_QISKIT_COMPAT_PYTHON")
+    found = subprocess.run([python, "-c", "import qiskit_ibm_runtime as r; print(r.__version__)"],
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        _missing("qiskit-ibm-runtime 0.34 in QOBS_QISKIT_COMPAT_PYTHON", "./dev test installs it")
+    assert found.stdout.strip().startswith("0.34."), found.stdout
+    script = tmp_path / "ibm_job.py"
+    script.write_text(IBM_SCRIPT)
+    store = tmp_path / "runs.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([*_qobs_cmd(), "run", "--store", str(store), "--", python, str(script)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    truth = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("TRUTH ")).removeprefix("TRUTH "))
+    rows = sqlite3.connect(store).execute(
+        "SELECT backend, provider, operation, circuits, shots, depth, job_id, status FROM jobs").fetchall()
+    assert rows == [("fake_manila", "ibm", "sampler", 2, truth["shots"], truth["depth"], truth["job_id"], "ok")]
+    assert truth["shots"] == 128
