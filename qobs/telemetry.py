@@ -400,8 +400,24 @@ def _finish_now(ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None
 
 
 _recorder = _Recorder()
+_FORK_WAIT_S = 2.0  # a fork waits at most this long for a recorder batch in progress
+
+
+def _before_fork() -> None:
+    """Fork between recorder batches: a batch holds metric locks (prometheus_client's among them) that a
+    child would inherit locked, and its first recorded job would then wait on them for ever."""
+    _recorder._fork_held = _recorder._lock.acquire(timeout=_FORK_WAIT_S)
+
+
+def _after_fork_in_parent() -> None:
+    if getattr(_recorder, "_fork_held", False):
+        _recorder._fork_held = False
+        _recorder._lock.release()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _recorder.after_fork())
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=lambda: _recorder.after_fork())
 
 
 def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | None = None,

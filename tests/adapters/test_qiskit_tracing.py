@@ -236,7 +236,8 @@ sim.run(qc, shots=10)  # never asked for: recorded at exit
 def child():  # a forked child with a job of its own that nobody asks for either
     import time
     job = sim.run(qc, shots=3)
-    while job.status().name != "DONE":
+    deadline = time.monotonic() + 60
+    while job.status().name != "DONE" and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
