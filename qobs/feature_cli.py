@@ -112,11 +112,10 @@ def fidelity_command() -> None:
 def fidelity_baselines(store: str | None) -> None:
     """The baseline each probed backend's next checks compare with."""
     from qobs.cli import _open_store, _ts
-    from qobs.fidelity import stored_baseline
+    from qobs.fidelity import checked_backends, stored_baseline
 
     conn = _open_store(store)
-    subjects = [r[0] for r in conn.execute(
-        "SELECT DISTINCT subject FROM events WHERE kind = 'fidelity_check' AND subject IS NOT NULL ORDER BY 1")]
+    subjects = checked_backends(conn)
     if not subjects:
         click.echo("no fidelity checks in the store")
     for backend in subjects:
@@ -135,11 +134,10 @@ def fidelity_rebaseline(backend: str, store: str | None) -> None:
     import json
 
     from qobs.cli import _open_store
-    from qobs.fidelity import REBASELINE, stored_baseline
+    from qobs.fidelity import REBASELINE, checked_backends, stored_baseline
 
     conn = _open_store(store)
-    checked = [r[0] for r in conn.execute(
-        "SELECT DISTINCT subject FROM events WHERE kind = 'fidelity_check' AND subject IS NOT NULL ORDER BY 1")]
+    checked = checked_backends(conn)
     if backend not in checked:
         known = ", ".join(checked) if checked else "none"
         raise QobsError(f"no fidelity checks of {backend!r} in the store, so no baseline to clear "

@@ -166,6 +166,12 @@ REBASELINE = "fidelity_rebaseline"  # event kind: the next checks of its subject
 EPOCH_RECHECK_S = 30.0  # how often a running process looks for a rebaseline of a backend it checks
 
 
+def checked_backends(conn: Any) -> list[str]:
+    """The backends a store holds fidelity checks of, sorted."""
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT subject FROM events WHERE kind = 'fidelity_check' AND subject IS NOT NULL ORDER BY 1")]
+
+
 def epoch(conn: Any, backend: str) -> int:
     """``backend``'s baseline epoch: the id of its latest rebaseline event (0 if it never had one)."""
     row = conn.execute("SELECT MAX(id) FROM events WHERE kind = ? AND subject = ?", (REBASELINE, backend)).fetchone()
@@ -246,14 +252,14 @@ def _state(backend: str, pinned: float | None) -> dict[str, Any]:
         with _lock:
             st = _baselines.setdefault(backend, st)
     elif due:
-        _, current = _load_baseline(backend, epoch_only=True)
-        if current is not None and (st["epoch"] is None or current > st["epoch"]):
-            new = _fresh_state(backend, pinned) if st["epoch"] is not None else None
-            with _lock:
-                if new is None:  # the first read failed: the epoch was unknown, and what was learned stands
-                    st["epoch"] = current if st["epoch"] is None else st["epoch"]
-                elif new["epoch"] is not None and new["epoch"] > st["epoch"]:
-                    st.update(new)
+        new = _fresh_state(backend, pinned)
+        with _lock:
+            if new["epoch"] is None:  # the store could not be read: carry on
+                pass
+            elif st["epoch"] is None:  # the first read failed: the epoch was unknown, and what was learned stands
+                st["epoch"] = new["epoch"]
+            elif new["epoch"] > st["epoch"]:
+                st.update(new)
     return st
 
 
