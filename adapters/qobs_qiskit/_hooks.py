@@ -24,7 +24,7 @@ from typing import Any
 
 from qobs import runtime, telemetry
 from qobs.contract import Attr, Span
-from qobs.errors import contained
+from qobs.errors import contained, report_internal
 from qobs.telemetry import (
     CTX_BACKEND,
     CTX_CIRCUITS,
@@ -216,7 +216,8 @@ class _Desc:
     """What is known about a job at submission."""
 
     __slots__ = ("backend", "backend_obj", "bindings", "circuits", "operation", "parent", "precision", "provider",
-                 "pubs", "run_input", "session_id", "shapes", "shots_req", "shots_total", "simulator", "sizes")
+                 "pubs", "run_input", "session_id", "shaped", "shapes", "shots_req", "shots_total", "simulator",
+                 "sizes")
 
     def __init__(self, operation: str, backend: str, provider: str) -> None:
         self.operation, self.backend, self.provider = operation, backend, provider
@@ -234,6 +235,9 @@ class _Desc:
         self.shapes: list[CircuitStats | None] = []
         self.session_id: str | None = None
         self.parent: Any = None
+        # (stats per circuit, transpile share, two-qubit gates before transpilation): made by the first job
+        # (``_shapes``); a repeated job reusing this description reuses them
+        self.shaped: tuple[list[CircuitStats], float | None, int | None] | None = None
 
 
 def _provider_of(backend: Any) -> str:
@@ -604,18 +608,23 @@ def _start(desc: _Desc) -> JobHandle:
 
 def _shapes(desc: _Desc, rec: Any) -> None:
     """Circuit shapes and the job's share of transpile time and two-qubit gates before transpilation,
-    into the record, at submission (a circuit changed later does not count)."""
-    stats: list[CircuitStats] = []
-    transpile_s = None
-    two_q_before = None
-    for circ, n, st in zip(_circuits_of(desc), desc.sizes, desc.shapes, strict=False):
-        if st is None:  # not a QuantumCircuit
-            continue
-        stats.extend([st] * n) if n > 1 else stats.append(st)
-        hit = _state.transpiled.get(id(circ))
-        if hit is not None and hit[0]() is circ:
-            transpile_s = (transpile_s or 0.0) + hit[3]
-            two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
+    into the record, at submission (a circuit changed later does not count). Worked out once per
+    description: a repeated job shares the first one's (records only read ``stats``)."""
+    shaped = desc.shaped
+    if shaped is None:
+        stats: list[CircuitStats] = []
+        transpile_s = None
+        two_q_before = None
+        for circ, n, st in zip(_circuits_of(desc), desc.sizes, desc.shapes, strict=False):
+            if st is None:  # not a QuantumCircuit
+                continue
+            stats.extend([st] * n) if n > 1 else stats.append(st)
+            hit = _state.transpiled.get(id(circ))
+            if hit is not None and hit[0]() is circ:
+                transpile_s = (transpile_s or 0.0) + hit[3]
+                two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
+        shaped = desc.shaped = (stats, transpile_s, two_q_before)
+    stats, transpile_s, two_q_before = shaped
     rec.stats = stats
     if transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
         rec.transpile_s, rec.transpile_observed_here = transpile_s, False
@@ -707,9 +716,12 @@ def _fallback_attrs(handle: JobHandle, requested: str | None, decision: Any, uns
 def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwargs: dict[str, Any],
              describe: Callable[[], _Desc]) -> Any:
     """Submit a job through ``orig`` with telemetry around it."""
-    desc = None
-    with _contained:
+    # Plain try/except rather than ``with _contained`` on the per-job path (two calls fewer each time).
+    try:
         desc = describe()
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
+        desc = None
     if desc is None:
         return _scoped(orig, target, args, kwargs, None)
     decision = _check(desc)
@@ -723,12 +735,14 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
                 unsupported = True
             else:
                 target, requested = new, before
-    tracker = None
-    with _contained:
+    try:
         handle = _start(desc)
         if decision is not None:
             _fallback_attrs(handle, requested, decision, unsupported)
         tracker = _Tracker(handle, desc)
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
+        tracker = None
     return _scoped(orig, target, args, kwargs, tracker)
 
 
@@ -748,8 +762,10 @@ def _scoped(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str
         tls.depth -= 1
         tls.current = prev
     if tracker is not None:
-        with _contained:
+        try:
             _track(job, tracker)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
     return job
 
 
@@ -966,8 +982,10 @@ def _make_result(orig: Callable[..., Any]) -> Callable[..., Any]:
             with _contained:
                 _after_result(tracker, None, exc)
             raise
-        with _contained:
+        try:
             _after_result(tracker, out, None)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
         return out
 
     return result
@@ -976,8 +994,8 @@ def _make_result(orig: Callable[..., Any]) -> Callable[..., Any]:
 def _after_result(tracker: _Tracker, out: Any, exc: BaseException | None) -> None:
     if tracker.gen != _state.generation:
         return
-    fut = getattr(tracker.job, "_future", None)
     if exc is not None:
+        fut = getattr(tracker.job, "_future", None)
         if isinstance(fut, Future):
             if fut.done():
                 _from_future(tracker, fut)
@@ -1012,7 +1030,18 @@ def _finish(tracker: _Tracker, *, result: Any = None, error: BaseException | Non
     job = tracker.job
     telemetry.hand_over(h, functools.partial(
         _outcome, tracker.desc, job, tracker.t_run, tracker.t_end, result, error, cancelled, failed),
-        tracker.ctx, may_block=job is not None and callable(getattr(job, "metrics", None)))
+        tracker.ctx, may_block=job is not None and _may_block(type(job)))
+
+
+_blocking_types: dict[type, bool] = {}
+
+
+def _may_block(cls: type) -> bool:
+    """Whether reading a job of ``cls`` may wait on the network: it has ``metrics()`` (IBM runtime style)."""
+    hit = _blocking_types.get(cls)
+    if hit is None:
+        hit = _blocking_types[cls] = callable(getattr(cls, "metrics", None))
+    return hit
 
 
 def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
@@ -1024,15 +1053,19 @@ def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, re
     elif error is not None or failed:
         rec.status, rec.error_type = "error", type(error).__name__ if error is not None else "JobError"
     else:
-        with _contained:
+        try:
             if keep:
                 rec.context[CTX_RESULT] = result
             if desc.operation == "backend_run":
                 _read_backend_result(rec, desc, result, keep)
             else:
                 _read_primitive_result(rec, desc, result, keep)
-    with _contained:
+        except Exception as exc:  # noqa: BLE001 - the job's figures that were read stay
+            report_internal(COMPONENT, exc)
+    try:
         _read_job(rec, job, t_run, t_end)
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
 
 
 def _read_job(rec: Any, job: Any, t_run: float | None, t_end: float | None) -> None:
