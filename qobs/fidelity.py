@@ -393,11 +393,12 @@ def wants_result(record: Any) -> bool:
     """Result wanter (``telemetry.add_result_wanter``): only the jobs the probe samples keep their counts.
 
     The seeded draw is made here, as the job is handed over (``on_job`` uses it), so that the other jobs
-    let their results go at once."""
+    let their results go at once. Every counting job draws, a noiseless one too (it is then left out):
+    looking for a noise model costs more than the draw, so it is done only for the few jobs drawn."""
     if (record.operation not in _COUNTING_OPERATIONS or record.purpose == "probe" or _probe_ctx.get() is not None
-            or _settings().fidelity_sample <= 0 or _noiseless(record)):
+            or _settings().fidelity_sample <= 0):
         return False
-    draw = record.context[CTX_PROBE_DRAW] = _sampled()
+    draw = record.context[CTX_PROBE_DRAW] = _sampled() and not _noiseless(record)
     return draw
 
 

@@ -452,8 +452,11 @@ def _describe_backend_run(backend: Any, run_input: Any, kwargs: dict[str, Any]) 
     QuantumCircuit = _qc_type()
     key, circuits = None, []
     if not kwargs.get("parameter_binds") and not telemetry.tracing_possible():
-        circuits = [run_input] if type(run_input) is QuantumCircuit else run_input
-        if type(circuits) in (list, tuple) and circuits and all(type(c) is QuantumCircuit for c in circuits):
+        if type(run_input) is QuantumCircuit:  # one circuit (most jobs): no generator to check a list with
+            circuits = [run_input]
+        elif type(run_input) in (list, tuple) and run_input and all(type(c) is QuantumCircuit for c in run_input):
+            circuits = run_input
+        if circuits:
             shots = kwargs.get("shots")
             if shots is None:
                 shots = getattr(getattr(backend, "options", None), "shots", None)
