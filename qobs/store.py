@@ -62,6 +62,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# Indexes added after a schema version shipped. Kept out of MIGRATIONS: a version step would make older
+# qobs refuse a store it can still use (an index changes no table), so they are made when missing.
+INDEXES: tuple[tuple[str, str], ...] = (
+    # a backend's fidelity events by kind (its rebaseline epoch, the check that decides its baseline)
+    ("events_kind_subject", "CREATE INDEX IF NOT EXISTS events_kind_subject ON events (kind, subject, id)"),
+)
 TABLES = ("runs", "jobs", "steps", "events")
 _JSON_COLUMNS = {"argv", "extra", "attrs", "metrics", "data"}
 
@@ -122,14 +128,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"store schema v{version} is newer than this qobs understands "
                                     f"(v{SCHEMA_VERSION}); upgrade qobs")
-    if version == SCHEMA_VERSION:
-        return
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    if version == SCHEMA_VERSION and all(name in have for name, _ in INDEXES):
+        return  # a read: opening an up-to-date store writes nothing
     conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for i in range(version, SCHEMA_VERSION):
             for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
                 conn.execute(stmt)
+        for _, stmt in INDEXES:
+            conn.execute(stmt)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -260,3 +260,26 @@ def test_a_large_batch_lands_once_in_order_and_a_refused_row_costs_only_itself(t
                                                                                          (301, '{"k": true}')]
     assert got == want
     assert w.dropped == 1 and errors.internal_error_counts.get("store", 0) == before + 1
+
+
+def test_an_older_store_gets_the_fidelity_event_index_and_its_queries_use_it(tmp_path: Path) -> None:
+    from qobs import fidelity
+
+    db = tmp_path / "runs.db"
+    conn = store.connect(db)
+    conn.execute("DROP INDEX events_kind_subject")  # a store made before the index existed (same schema version)
+    conn.executemany("INSERT INTO events (run_id, ts, kind, subject, data) VALUES ('r', 0, ?, ?, '{}')",
+                     [(k, f"b{i % 50}") for i in range(2000) for k in ("fidelity_check", "calibration")])
+    conn.close()
+    conn = store.connect(db)
+    assert "events_kind_subject" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    plans = [" ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)) for sql, args in (
+        ("SELECT MAX(id) FROM events WHERE kind = ? AND subject = ?", (fidelity.REBASELINE, "b1")),
+        ("SELECT id FROM events WHERE subject = ? AND kind = 'fidelity_check' AND id > ? ORDER BY id DESC LIMIT 1",
+         ("b1", 0)))]
+    assert all("events_kind_subject" in p for p in plans), plans
+    assert fidelity.epoch(conn, "b1") == 0
+    conn.close()
+    before = db.stat().st_mtime_ns, db.read_bytes()
+    store.connect(db).close()  # up to date: opening it again writes nothing
+    assert (db.stat().st_mtime_ns, db.read_bytes()) == before
