@@ -128,9 +128,21 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"store schema v{version} is newer than this qobs understands "
                                     f"(v{SCHEMA_VERSION}); upgrade qobs")
-    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    if version == SCHEMA_VERSION and all(name in have for name, _ in INDEXES):
-        return  # a read: opening an up-to-date store writes nothing
+    if version == SCHEMA_VERSION:
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        if all(name in have for name, _ in INDEXES):
+            return  # a read: opening an up-to-date store writes nothing
+        try:
+            _write_schema(conn)
+        except sqlite3.OperationalError as exc:  # a store we may only read is used without the index
+            if "readonly" not in str(exc):
+                raise
+        return
+    _write_schema(conn)
+
+
+def _write_schema(conn: sqlite3.Connection) -> None:
+    """The migrations a store lacks, then the missing indexes, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
