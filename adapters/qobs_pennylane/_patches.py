@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
+from time import perf_counter
 from types import ModuleType
 from typing import Any
 
@@ -216,25 +215,84 @@ def _make_qml_execute(original: Callable[..., Any]) -> Callable[..., Any]:
 # --- the device methods --------------------------------------------------------------------------
 
 def _make_device_method(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """The observed device method: describe the batch, ask the guards, open the job, run the original
+    outside any containment (user exceptions propagate unchanged), hand the outcome over.
+
+    One function layer on the per-call path, and plain ``try``/``except`` (reporting through
+    ``report_internal``) where ``contained`` would cost a context manager per step."""
     derivative = method != "execute"
 
     @functools.wraps(original)
     def observed(self: Any, circuits: Any, *args: Any, **kwargs: Any) -> Any:
-        if _inside.get() or not _state.active:
+        if not _state.active or _inside.get():
             return original(self, circuits, *args, **kwargs)
-        return _observe(method, derivative, original, self, circuits, args, kwargs)
+        job: _Job | None
+        try:
+            job = _Job(self, circuits, "gradient" if derivative else _scope.get(), derivative)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
+            job = None
+        target: Any = None
+        handle = None
+        if job is not None:
+            decision = None
+            if telemetry.guards_wanted():
+                try:
+                    decision = telemetry.check_submit(SubmitRequest(
+                        operation=OPERATION, backend=job.name, provider=PROVIDER, shots=job.shots,
+                        circuits=len(job.tapes), purpose=job.purpose, backend_obj=self, circuit_objs=job.tapes))
+                except SubmissionRefused as exc:
+                    try:
+                        _refused(job, self, exc)
+                    except Exception as inner:  # noqa: BLE001
+                        report_internal(COMPONENT, inner)
+                    raise
+            if decision is not None and decision.fallback is not None:
+                target = decision.fallback
+                try:
+                    job.reroute(self, decision)
+                except Exception as exc:  # noqa: BLE001
+                    report_internal(COMPONENT, exc)
+            try:
+                handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
+            except Exception as exc:  # noqa: BLE001
+                report_internal(COMPONENT, exc)
+            if not isinstance(circuits, (QuantumScript, tuple, list)):
+                circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
+        token = _inside.set(True)
+        t0 = perf_counter()
+        try:
+            if target is None:
+                result = original(self, circuits, *args, **kwargs)
+            else:
+                result = getattr(target, method)(circuits, *args, **kwargs)
+        except BaseException as exc:
+            t1 = perf_counter()
+            _inside.reset(token)
+            if handle is not None:
+                _hand_over(handle, job, self if target is None else target, None, t1 - t0, t1, exc)
+            raise
+        t1 = perf_counter()
+        _inside.reset(token)
+        if handle is not None:
+            _hand_over(handle, job, self if target is None else target, result, t1 - t0, t1, None)
+        return result
 
     return observed
 
 
 class _Job:
-    """What is known about a device batch before it runs."""
+    """A device batch: what is known before it runs (name, purpose, shots, tapes) and, once it ran, its
+    outcome. Its bound ``read`` is what ``telemetry.hand_over`` runs to fill the record."""
 
-    __slots__ = ("analytic", "name", "purpose", "shots", "shots_requested", "tapes")
+    __slots__ = ("analytic", "derivative", "elapsed", "exc", "name", "purpose", "rerouted", "result",
+                 "shots", "shots_requested", "tapes")
 
-    def __init__(self, dev: Any, circuits: Any, purpose: str) -> None:
+    def __init__(self, dev: Any, circuits: Any, purpose: str, derivative: bool) -> None:
         self.name = str(dev.name)
         self.purpose = purpose
+        self.derivative = derivative
+        self.rerouted: tuple[str, str | None] | None = None
         tapes = (circuits,) if isinstance(circuits, QuantumScript) else tuple(circuits)
         self.tapes = tapes
         if len(tapes) == 1:  # the common case (a forward pass): no set, no loop
@@ -255,117 +313,82 @@ class _Job:
         self.shots = total
         self.shots_requested = per.pop() if len(per) == 1 and not analytic else None
 
+    def reroute(self, dev: Any, decision: Any) -> None:
+        """A guard sent the batch to ``decision.fallback``: record it under the fallback's name."""
+        target = decision.fallback
+        self.name = str(decision.fallback_name or getattr(target, "name", None) or self.name)
+        self.rerouted = (str(dev.name), decision.reason)
 
-_contained = contained(COMPONENT)  # one reusable instance: entered several times per device call
-
-
-def _observe(method: str, derivative: bool, original: Callable[..., Any], dev: Any, circuits: Any,
-             args: tuple, kwargs: dict) -> Any:
-    job: _Job | None = None
-    with _contained:
-        job = _Job(dev, circuits, "gradient" if derivative else _scope.get())
-    target: Any = None
-    rerouted: tuple[str, str | None] | None = None
-    handle = None
-    if job is not None:
+    def read(self, handle: Any, keep: bool) -> None:
+        """The batch's figures into its record; with ``keep``, its tapes, result and counts too, for
+        listeners."""
         try:
-            decision = telemetry.check_submit(SubmitRequest(
-                operation=OPERATION, backend=job.name, provider=PROVIDER, shots=job.shots,
-                circuits=len(job.tapes), purpose=job.purpose, backend_obj=dev,
-                circuit_objs=job.tapes)) if telemetry.guards_wanted() else None
-        except SubmissionRefused as exc:
-            with _contained:
-                _refused(job, dev, exc)
-            raise
-        if decision is not None and decision.fallback is not None:
-            target = decision.fallback
-            with _contained:
-                job.name = str(decision.fallback_name or getattr(target, "name", None) or job.name)
-                rerouted = (str(dev.name), decision.reason)
-        with _contained:
-            handle = telemetry.start_job(OPERATION, job.name, PROVIDER, purpose=job.purpose)
-        if not isinstance(circuits, (QuantumScript, tuple, list)):
-            circuits = job.tapes  # an iterator was consumed to count it: hand over the materialised batch
-    token = _inside.set(True)
-    t0 = time.perf_counter()
-    try:
-        if target is None:
-            result = original(dev, circuits, *args, **kwargs)
-        else:
-            result = getattr(target, method)(circuits, *args, **kwargs)
-    except BaseException as exc:
-        elapsed = time.perf_counter() - t0
-        _inside.reset(token)
-        if handle is not None:
-            with _contained:
-                _finish(handle, job, dev if target is None else target, None, elapsed, exc, rerouted, derivative)
-        raise
-    elapsed = time.perf_counter() - t0
-    _inside.reset(token)
-    if handle is not None:
-        with _contained:
-            _finish(handle, job, dev if target is None else target, result, elapsed, None, rerouted, derivative)
-    return result
+            rec = handle.record
+            tapes = self.tapes
+            n = len(tapes)
+            rec.circuits = n
+            rec.shots = self.shots
+            rec.shots_requested = self.shots_requested
+            rec.execution_s = self.elapsed
+            sim = _simulator.get(self.name)
+            if sim is None:
+                sim = _simulator[self.name] = self.name.startswith(SIMULATOR_PREFIXES)
+            rec.simulator = True if sim else None
+            if n == 1:
+                rec.stats.append(_stats.stats(tapes[0]))
+                tp = getattr(tapes[0], "_trainable_params", None)
+                rec.trainable_params = len(tp) if tp is not None else tapes[0].num_params
+            else:
+                rec.stats = _stats.stats_batch(tapes)
+                rec.trainable_params = _trainable(tapes)
+            attrs = rec.attributes
+            attrs[Attr.ANALYTIC] = self.analytic == n
+            rerouted = self.rerouted
+            if rerouted is not None:
+                attrs[Attr.REROUTED_FROM] = rerouted[0]
+                if rerouted[1]:
+                    attrs[Attr.REROUTE_REASON] = rerouted[1]
+            ctx = rec.context  # CTX_BACKEND was set at hand-over, for the end hooks
+            if keep:
+                ctx[CTX_CIRCUITS] = tapes
+            exc = self.exc
+            if exc is not None:
+                rec.status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
+                rec.error_type = type(exc).__qualname__
+            elif keep:
+                ctx[CTX_RESULT] = self.result
+                if not self.derivative:
+                    counts = _counts(tapes, self.result)
+                    if counts is not None:
+                        ctx[CTX_COUNTS] = counts
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
 
 
-def _finish(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-            rerouted: tuple[str, str | None] | None, derivative: bool) -> None:
+_simulator: dict[str, bool] = {}  # device name -> whether it is a local simulator (SIMULATOR_PREFIXES)
+
+
+def _hand_over(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, t_end: float,
+               exc: BaseException | None) -> None:
     """Hand the batch over to be recorded (``telemetry.hand_over``: read here unless a listener will
     read the tapes or the result)."""
-    handle.t_end = time.perf_counter()
-    handle.record.context[CTX_BACKEND] = dev
-    telemetry.hand_over(handle, functools.partial(_outcome, job, dev, result, elapsed, exc, rerouted, derivative),
-                        contextvars.copy_context())
-
-
-def _outcome(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-             rerouted: tuple[str, str | None] | None, derivative: bool, handle: Any, keep: bool) -> None:
-    """Read a batch's outcome into its record."""
-    with _contained:
-        _read(job, dev, result, elapsed, exc, rerouted, derivative, handle.record, keep)
-
-
-def _read(job: _Job, dev: Any, result: Any, elapsed: float, exc: BaseException | None,
-          rerouted: tuple[str, str | None] | None, derivative: bool, rec: Any, keep: bool) -> None:
-    """A batch's figures into its record; with ``keep``, its tapes, result and counts too, for listeners."""
-    tapes = job.tapes
-    rec.circuits = len(tapes)
-    rec.shots = job.shots
-    rec.shots_requested = job.shots_requested
-    rec.execution_s = elapsed
-    rec.simulator = True if job.name.startswith(SIMULATOR_PREFIXES) else None
-    stats = _stats.stats
-    rec.stats = [stats(tapes[0])] if len(tapes) == 1 else [stats(t) for t in tapes]
-    rec.trainable_params = _trainable(tapes)
-    attrs = rec.attributes
-    attrs[Attr.ANALYTIC] = job.analytic == len(tapes)
-    if rerouted is not None:
-        attrs[Attr.REROUTED_FROM] = rerouted[0]
-        if rerouted[1]:
-            attrs[Attr.REROUTE_REASON] = rerouted[1]
-    ctx = rec.context  # CTX_BACKEND was set at hand-over, for the end hooks
-    if keep:
-        ctx[CTX_CIRCUITS] = tapes
-    if exc is not None:
-        rec.status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
-        rec.error_type = type(exc).__qualname__
-    elif keep:
-        ctx[CTX_RESULT] = result
-        if not derivative:
-            counts = _counts(tapes, result)
-            if counts is not None:
-                ctx[CTX_COUNTS] = counts
+    try:
+        job.result = result
+        job.elapsed = elapsed
+        job.exc = exc
+        handle.t_end = t_end
+        handle.record.context[CTX_BACKEND] = dev
+        telemetry.hand_over(handle, job.read, copy_context())
+    except Exception as err:  # noqa: BLE001
+        report_internal(COMPONENT, err)
 
 
 def _trainable(tapes: tuple) -> int | None:
-    """Most trainable parameters of a tape in the batch.
+    """Most trainable parameters of a tape in the batch (``_Job.read`` reads a single tape's itself).
 
     ``tape.num_params`` on a tape whose trainable parameters were never set walks every operation
     (about 35 us for 33 gates): it is asked of the first tape only; the others count when known.
     """
-    if len(tapes) == 1:
-        tp = getattr(tapes[0], "_trainable_params", None)
-        return len(tp) if tp is not None else tapes[0].num_params
     known = [len(tp) for t in tapes if (tp := getattr(t, "_trainable_params", None)) is not None]
     if len(known) < len(tapes) and tapes:
         known.append(tapes[0].num_params)

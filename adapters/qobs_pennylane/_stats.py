@@ -15,14 +15,15 @@ excluded.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
-from operator import attrgetter
+from collections.abc import Callable, Hashable, Sequence
+from operator import attrgetter, call
 from typing import Any
 
 from qobs.telemetry import CircuitStats
 
 MAX_STRUCTURES = 1024
 _MARKERS = frozenset({"Barrier", "Snapshot"})
+
 
 def _wire_labels(op: Any) -> Hashable:
     return tuple(op.wires)
@@ -79,14 +80,15 @@ def structure_key(tape: Any) -> Hashable:
     """Operation types and wires, measurement types and wires (no parameter values).
 
     Built as flat tuples (the types, then one label tuple per operation), which build and hash
-    faster than a tuple of (type, labels) pairs: about 4.5 vs 5.7 us for the 33-gate tape.
+    faster than a tuple of (type, labels) pairs; the labels through ``map(call, getters, ops)``,
+    which runs the per-type getters without a Python loop (3.1 vs 4.1 us for the 33-gate tape).
     """
-    getters = _getters
     ops = tape.operations
     types = tuple(map(type, ops))
     try:
-        labels = tuple([getters[tp](op) for tp, op in zip(types, ops, strict=True)])
+        labels = tuple(map(call, map(_getters.__getitem__, types), ops))
     except KeyError:  # an operator type not seen yet
+        getters = _getters
         labels = tuple([(getters.get(tp) or _getter(op))(op) for tp, op in zip(types, ops, strict=True)])
     # Measurement wires, not ``tape.wires``: that cached property costs about 75 us on a fresh tape.
     return types, labels, tuple([(type(m), tuple(m.wires)) for m in tape.measurements])
@@ -116,16 +118,37 @@ def compute(tape: Any) -> CircuitStats:
 
 def stats(tape: Any) -> CircuitStats:
     """Cached shape of ``tape`` (computed once per structure)."""
-    global misses
     key = structure_key(tape)
     s = _cache.get(key)
-    if s is None:
-        s = compute(tape)
-        with _lock:
-            misses += 1
-            while len(_cache) >= MAX_STRUCTURES:
-                _cache.pop(next(iter(_cache)))
-            _cache[key] = s
+    return s if s is not None else _add(key, tape)
+
+
+def stats_batch(tapes: Sequence[Any]) -> list[CircuitStats]:
+    """``[stats(t) for t in tapes]``. A tape of the same structure as the one before it (the 2P shifted
+    tapes of a parameter-shift gradient) is matched by comparing keys, without hashing its key."""
+    out: list[CircuitStats] = []
+    prev_key: Hashable = None
+    s: CircuitStats | None = None
+    for tape in tapes:
+        key = structure_key(tape)
+        if s is None or key != prev_key:
+            s = _cache.get(key)
+            if s is None:
+                s = _add(key, tape)
+            prev_key = key
+        out.append(s)
+    return out
+
+
+def _add(key: Hashable, tape: Any) -> CircuitStats:
+    """Compute and cache the shape of a structure not in the cache."""
+    global misses
+    s = compute(tape)
+    with _lock:
+        misses += 1
+        while len(_cache) >= MAX_STRUCTURES:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = s
     return s
 
 
