@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from qobs import _forksafe
 from qobs.errors import ConfigError, contained
 from qobs.telemetry import SubmissionRefused, SubmitDecision
 
@@ -222,6 +223,7 @@ def declared() -> list[Budget]:
 # --- state in the store -------------------------------------------------------------------------
 
 _conn_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_lock", "_conn_lock")
 _conn: tuple[int, str, sqlite3.Connection] | None = None
 
 

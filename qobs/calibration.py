@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qobs import _forksafe
 from qobs._context import CTX_BACKEND, CTX_CALIBRATION
 
 _REFRESH_S = 60.0  # re-read properties() of backends without a cheap update stamp at most this often
@@ -99,6 +100,7 @@ def snapshot(backend: Any) -> Snapshot | None:
 
 
 _lock = threading.Lock()
+_forksafe.module_locks(__name__, "_lock")
 _cache: dict[int, tuple[Any, Any, float | None, float, Snapshot | None]] = {}
 _last: dict[str, Snapshot] = {}
 

@@ -27,6 +27,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from qobs import _forksafe
 from qobs._context import CTX_METRICS
 from qobs.errors import ConfigError
 
@@ -374,6 +375,8 @@ class _Ledger:
 
 
 _ledger = _Ledger()
+_forksafe.module_locks(__name__, "_catalog_lock")
+_forksafe.on_fork(lambda: _forksafe.renew_attr(_ledger, "lock"))
 
 
 def on_job(record: Any) -> None:

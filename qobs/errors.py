@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from qobs import _forksafe
+
 log = logging.getLogger("qobs")
 
 P = ParamSpec("P")
@@ -33,6 +35,7 @@ class StoreError(QobsError):
 
 _seen: set[tuple[str, str]] = set()
 _seen_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_seen_lock")
 # Counts kept even before (or without) the metrics registry, for tests and `qobs runs show`.
 internal_error_counts: dict[str, int] = {}
 

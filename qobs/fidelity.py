@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from qobs import features
+from qobs import _forksafe, features
 from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_PROBE_DRAW
 from qobs.errors import ConfigError, contained
 
@@ -303,6 +303,7 @@ def baseline(backend: str) -> float | None:
 _q: queue.Queue[tuple[str, Any, Any, int]] = queue.Queue()
 _worker: tuple[int, threading.Thread] | None = None
 _worker_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_lock", "_ideal_lock", "_worker_lock")
 
 
 def _ensure_worker() -> None:

@@ -18,6 +18,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from qobs import _forksafe
 from qobs.errors import contained, report_internal
 
 ENTRY_POINT_GROUP = "qobs.adapters"
@@ -92,6 +93,7 @@ class _Active:
 
 _active: dict[str, _Active] = {}
 _lock = threading.RLock()
+_forksafe.module_locks(__name__, "_lock")
 
 
 def discover() -> dict[str, Callable[[], Adapter]]:

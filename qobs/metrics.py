@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from qobs import contract
+from qobs import _forksafe, contract
 from qobs.contract import OVERFLOW_VALUE, Metric
 
 _MAX_LABEL_LEN = 128
@@ -209,6 +209,28 @@ def _otel_instrument(meter: Any, m: Metric) -> Any:
 
 _instruments: Instruments | None = None
 _init_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_init_lock")
+
+
+def _renew_series_locks() -> None:
+    """In a forked child: fresh locks for every qobs series (a scrape reading one in the parent held its
+    lock), the families' guards and the registry. The client's value objects keep their values."""
+    ins = _instruments
+    if ins is None:
+        return
+    _forksafe.renew_attr(ins.registry)
+    for fam in ins.families.values():
+        _forksafe.renew_attr(fam)
+        prom = fam._prom
+        _forksafe.renew_attr(prom)
+        for series in (prom, *getattr(prom, "_metrics", {}).values()):
+            for value in (getattr(series, "_value", None), getattr(series, "_sum", None),
+                          *(getattr(series, "_buckets", None) or ())):
+                if value is not None:
+                    _forksafe.renew_attr(value)
+
+
+_forksafe.on_fork(_renew_series_locks)
 
 
 def instruments(limit: int | None = None, meter: Any | None = None) -> Instruments:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from qobs import config
+from qobs import _forksafe, config
 from qobs.errors import contained, report_internal
 from qobs.redact import redact, redact_argv
 
@@ -187,6 +187,7 @@ def _at_exit() -> None:
 
 _exit_callbacks: list[tuple[int, Any]] = []  # (pid of the process that added it, fn): run there only
 _exit_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_lock", "_exit_lock")
 
 
 def add_exit_callback(fn: Any) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from qobs import _forksafe, runtime
 from qobs import metrics as _metrics
-from qobs import runtime
 from qobs._context import (  # noqa: F401 - re-exported: adapters and listeners use them from here
     CTX_BACKEND,
     CTX_CALIBRATION,
@@ -212,6 +212,7 @@ def tracing_possible() -> bool:
 
 _exit_provider: list[Any] = [None]  # the tracer provider ``runtime.before_provider_shutdown`` was last called for
 _exit_provider_lock = threading.Lock()
+_forksafe.module_locks(__name__, "_exit_provider_lock")
 
 
 def _exit_after_provider() -> None:

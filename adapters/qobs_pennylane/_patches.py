@@ -14,7 +14,7 @@ from typing import Any
 from pennylane.measurements import CountsMP
 from pennylane.tape import QuantumScript
 
-from qobs import telemetry
+from qobs import _forksafe, telemetry
 from qobs.contract import Attr
 from qobs.errors import contained, report_internal
 from qobs.telemetry import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_RESULT, SubmissionRefused, SubmitRequest
@@ -47,6 +47,7 @@ class _State:
 
 
 _state = _State()
+_forksafe.on_fork(lambda: _forksafe.renew_attr(_state, "lock"))
 
 
 def install(pl: ModuleType, patcher: Any) -> None:

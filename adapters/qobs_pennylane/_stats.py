@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from operator import attrgetter, call
 from typing import Any
 
+from qobs import _forksafe
 from qobs.telemetry import CircuitStats
 
 MAX_STRUCTURES = 1024
@@ -32,6 +33,7 @@ def _wire_labels(op: Any) -> Hashable:
 _getters: dict[type, Callable[[Any], Hashable]] = {}
 _cache: dict[Hashable, CircuitStats] = {}
 _lock = threading.Lock()
+_forksafe.module_locks(__name__, "_lock")
 misses = 0
 
 

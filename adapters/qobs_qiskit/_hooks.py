@@ -22,7 +22,7 @@ from concurrent.futures import CancelledError, Future
 from datetime import datetime
 from typing import Any
 
-from qobs import runtime, telemetry
+from qobs import _forksafe, runtime, telemetry
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
 from qobs.telemetry import (
@@ -1317,6 +1317,7 @@ def _forked_child() -> None:
     global _the_finisher, _the_poller, _finisher_lock
     _the_finisher = _the_poller = None
     _finisher_lock = threading.Lock()
+    _forksafe.renew_attr(_state, "lock")  # a poller's or finisher's hand-over may have held it
 
 
 if hasattr(os, "register_at_fork"):

@@ -1,0 +1,75 @@
+"""A forked child records its jobs whatever the parent's other threads held at the fork."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+_HELD_AT_FORK = """
+import multiprocessing, sys, threading
+import qobs
+from qobs import calibration, fidelity, metrics
+qobs.configure(store=sys.argv[1], fidelity_sample=0.5)
+qobs.instrument()
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+sim = AerSimulator(seed_simulator=1)
+sim.run(qc, shots=100).result()
+qobs.flush()
+
+# Locks qobs's background threads take, held by another thread of the parent as it forks: a Prometheus
+# scrape reading the jobs series (and the registry), the fidelity worker, a poller's hand-over.
+jobs = metrics.instruments()["qobs_jobs_total"]._prom
+held = [next(iter(jobs._metrics.values()))._value._lock, metrics.instruments().registry._lock,
+        fidelity._lock, calibration._lock]
+holding, done = threading.Event(), threading.Event()
+
+
+def hold():
+    for lock in held:
+        lock.acquire()
+    holding.set()
+    done.wait()
+    for lock in held:
+        lock.release()
+
+
+def child():
+    sim.run(qc, shots=7).result()
+    qobs.flush()
+
+
+t = threading.Thread(target=hold)
+t.start()
+holding.wait()
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join(60)
+done.set()
+t.join()
+if p.exitcode is None:
+    p.kill()
+print("child exit", p.exitcode)
+sim.run(qc, shots=100).result()  # the parent goes on once its thread let go
+"""
+
+
+def test_a_child_forked_while_other_threads_hold_qobs_locks_records_its_job(tmp_path):
+    """Real prometheus_client, fidelity and calibration locks held by a parent thread at a real fork: the
+    child's copies are fresh (qobs._forksafe), so its job is recorded; before, its first update of the jobs
+    series waited for ever on the copy of the lock the scrape held."""
+    store = tmp_path / "runs.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-c", _HELD_AT_FORK, str(store)], capture_output=True, text=True, env=env,
+                       timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "child exit 0" in r.stdout, (r.stdout, r.stderr[-2000:])
+    shots = sorted(s for (s,) in sqlite3.connect(store).execute("SELECT shots FROM jobs"))
+    assert shots == [7, 100, 100], shots
