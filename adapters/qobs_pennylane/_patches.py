@@ -286,7 +286,7 @@ class _Job:
     """A device batch: what is known before it runs (name, purpose, shots, tapes) and, once it ran, its
     outcome. Its bound ``read`` is what ``telemetry.hand_over`` runs to fill the record."""
 
-    __slots__ = ("analytic", "derivative", "elapsed", "exc", "name", "purpose", "rerouted", "result",
+    __slots__ = ("analytic", "derivative", "elapsed", "error", "name", "purpose", "rerouted", "result",
                  "shots", "shots_requested", "tapes")
 
     def __init__(self, dev: Any, circuits: Any, purpose: str, derivative: bool) -> None:
@@ -352,10 +352,10 @@ class _Job:
             ctx = rec.context  # CTX_BACKEND was set at hand-over, for the end hooks
             if keep:
                 ctx[CTX_CIRCUITS] = tapes
-            exc = self.exc
-            if exc is not None:
-                rec.status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
-                rec.error_type = type(exc).__qualname__
+            error = self.error
+            if error is not None:
+                rec.status = "cancelled" if issubclass(error, KeyboardInterrupt) else "error"
+                rec.error_type = error.__qualname__
             elif keep:
                 ctx[CTX_RESULT] = self.result
                 if not self.derivative:
@@ -376,7 +376,9 @@ def _hand_over(handle: Any, job: _Job, dev: Any, result: Any, elapsed: float, t_
     try:
         job.result = result
         job.elapsed = elapsed
-        job.exc = exc
+        # The type only: the exception's traceback holds the frame that holds this job (a cycle that would
+        # keep the user's frames and tapes alive until the cyclic GC ran).
+        job.error = type(exc) if exc is not None else None
         handle.t_end = t_end
         handle.record.context[CTX_BACKEND] = dev
         telemetry.hand_over(handle, job.read, copy_context())

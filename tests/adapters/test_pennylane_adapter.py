@@ -8,6 +8,7 @@ and from running the same seeded program without instrumentation.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import subprocess
 import sys
@@ -525,6 +526,44 @@ def test_a_batch_nothing_asks_for_is_not_kept_until_it_is_recorded(jobs) -> None
     (job,) = jobs
     assert (job.circuits, job.shots, job.status) == (1, 0, "ok")
     assert value == pytest.approx(np.cos(0.3))
+
+
+def test_a_failed_batch_does_not_keep_the_callers_frames_alive(jobs) -> None:
+    """A batch that raised is recorded with its error type, and what the caller's frames held (the tape,
+    their locals) goes when the caller drops the exception, without waiting for the cyclic GC: qobs
+    keeps no reference from the job back to the exception, whose traceback holds those frames."""
+
+    class Boom(Exception):
+        pass
+
+    class Failing(qml.devices.DefaultQubit):
+        def execute(self, circuits, execution_config=None):
+            raise Boom("device failed")
+
+    class Held:  # a large object in the caller's frame
+        pass
+
+    dev = Failing()
+
+    def step() -> tuple[weakref.ref, weakref.ref]:
+        held = Held()
+        tape = qml.tape.QuantumScript([qml.RY(0.3, 0), qml.CNOT([0, 1])], [qml.expval(qml.PauliZ(1))])
+        try:
+            dev.execute((tape,))
+        except Boom:
+            pass
+        return weakref.ref(held), weakref.ref(tape)
+
+    gc.disable()
+    try:
+        refs = step()
+        telemetry.drain()
+        alive = [r() is not None for r in refs]
+    finally:
+        gc.enable()
+    assert alive == [False, False]
+    (job,) = jobs
+    assert (job.status, job.error_type.rsplit(".", 1)[-1]) == ("error", "Boom")
 
 
 def test_legacy_device_through_the_facade(jobs) -> None:
