@@ -612,7 +612,7 @@ def _start(desc: _Desc) -> JobHandle:
 def _shapes(desc: _Desc, rec: Any) -> None:
     """Circuit shapes and the job's share of transpile time and two-qubit gates before transpilation,
     into the record, at submission (a circuit changed later does not count). Worked out once per
-    description: a repeated job shares the first one's (records only read ``stats``)."""
+    description: a repeated job copies the first one's (each record has its own list)."""
     shaped = desc.shaped
     if shaped is None:
         stats: list[CircuitStats] = []
@@ -628,7 +628,7 @@ def _shapes(desc: _Desc, rec: Any) -> None:
                 two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
         shaped = desc.shaped = (stats, transpile_s, two_q_before)
     stats, transpile_s, two_q_before = shaped
-    rec.stats = stats
+    rec.stats = stats.copy()
     if transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
         rec.transpile_s, rec.transpile_observed_here = transpile_s, False
     if two_q_before is not None:
