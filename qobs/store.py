@@ -68,6 +68,9 @@ INDEXES: tuple[tuple[str, str], ...] = (
     # a backend's fidelity events by kind (its rebaseline epoch, the check that decides its baseline)
     ("events_kind_subject", "CREATE INDEX IF NOT EXISTS events_kind_subject ON events (kind, subject, id)"),
 )
+# Building an index holds the store's write lock (about 1 s per million events): larger tables are left
+# without, and an open never waits for, nor holds up, a writer to build one.
+INDEX_BUILD_MAX_ROWS = 200_000
 TABLES = ("runs", "jobs", "steps", "events")
 _JSON_COLUMNS = {"argv", "extra", "attrs", "metrics", "data"}
 
@@ -128,28 +131,36 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"store schema v{version} is newer than this qobs understands "
                                     f"(v{SCHEMA_VERSION}); upgrade qobs")
-    if version == SCHEMA_VERSION:
-        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        if all(name in have for name, _ in INDEXES):
-            return  # a read: opening an up-to-date store writes nothing
-        try:
-            _write_schema(conn)
-        except sqlite3.OperationalError as exc:  # a store we may only read is used without the index
-            if "readonly" not in str(exc):
-                raise
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    missing = [stmt for name, stmt in INDEXES if name not in have]
+    if missing and version and (conn.execute("SELECT MAX(id) - MIN(id) FROM events").fetchone()[0] or 0) \
+            > INDEX_BUILD_MAX_ROWS:
+        missing = []
+    if version < SCHEMA_VERSION:
+        _write_schema(conn, missing)
         return
-    _write_schema(conn)
+    if not missing:
+        return  # a read: opening an up-to-date store writes nothing
+    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")  # an optional index: try now, or at a later open
+    try:
+        _write_schema(conn, missing)
+    except sqlite3.OperationalError as exc:  # another writer holds the store, or we may only read it
+        if not any(w in str(exc) for w in ("locked", "busy", "readonly")):
+            raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
 
 
-def _write_schema(conn: sqlite3.Connection) -> None:
-    """The migrations a store lacks, then the missing indexes, in one transaction."""
+def _write_schema(conn: sqlite3.Connection, indexes: list[str]) -> None:
+    """The migrations a store lacks, then ``indexes``, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see the new version
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for i in range(version, SCHEMA_VERSION):
             for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
                 conn.execute(stmt)
-        for _, stmt in INDEXES:
+        for stmt in indexes:
             conn.execute(stmt)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")

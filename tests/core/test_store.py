@@ -283,3 +283,27 @@ def test_an_older_store_gets_the_fidelity_event_index_and_its_queries_use_it(tmp
     before = db.stat().st_mtime_ns, db.read_bytes()
     store.connect(db).close()  # up to date: opening it again writes nothing
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+
+
+def test_the_optional_index_never_waits_for_a_writer_nor_builds_on_a_large_table(tmp_path: Path, monkeypatch) -> None:
+    db = tmp_path / "runs.db"
+    conn = store.connect(db)
+    conn.execute("DROP INDEX events_kind_subject")
+    conn.executemany("INSERT INTO events (run_id, ts, kind, subject) VALUES ('r', 0, 'calibration', 'b')",
+                     [()] * 50)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a running job's writer holds the store
+    opened = store.connect(db)  # waiting for the lock would end in "database is locked": the writer keeps it
+
+    def indexes() -> set[str]:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    assert "events_kind_subject" not in indexes()
+    assert opened.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 50
+    writer.execute("COMMIT")
+    monkeypatch.setattr(store, "INDEX_BUILD_MAX_ROWS", 10)  # a large table: left without
+    store.connect(db).close()
+    assert "events_kind_subject" not in indexes()
+    monkeypatch.undo()
+    store.connect(db).close()  # the next open with the store free builds it
+    assert "events_kind_subject" in indexes()
