@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from qobs import __version__
-from qobs.errors import QobsError
+from qobs.errors import CommandError, QobsError
 
 EXIT_USAGE = 2
 
@@ -85,7 +85,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except QobsError as exc:
             click.echo(f"qobs: error: {exc}", err=True)
-            ctx.exit(EXIT_USAGE)
+            ctx.exit(getattr(exc, "exit_code", EXIT_USAGE))
+        except BrokenPipeError:  # `qobs runs list | head -1`: the reader went away; say nothing more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - never a traceback for a person
@@ -122,43 +126,118 @@ def _open_store(store: str | None) -> Any:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def run(store: str | None, name: str | None, command: tuple[str, ...]) -> None:
     """Run a program with qobs instrumentation, unmodified: qobs run -- python train.py ARGS."""
-    import shutil
-
     from qobs import config, runtime
+    from qobs.redact import redact_argv
     from qobs.store import Writer
 
     s = _settings(store)  # validates the environment: a bad value is one line here, exit 2
     cmd = list(command)
-    if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
-        raise QobsError(f"command not found: {cmd[0]}")
+    _check_runnable(cmd[0])
+    _check_feature_files(s)
     env = dict(os.environ)
     run_id = runtime.new_run_id()
     boot = str(Path(__file__).with_name("_bootstrap"))
     env["PYTHONPATH"] = os.pathsep.join([boot, *filter(None, [env.get("PYTHONPATH")])])
     env["QOBS_AUTO_INSTRUMENT"] = "1"
     env["QOBS_RUN_ID"] = run_id
-    if store:
-        env["QOBS_STORE"] = store
+    env["QOBS_RUN_ARGV"] = json.dumps(redact_argv(cmd))  # what was run (`-m module` is gone from sys.argv early)
     if name:
         env["QOBS_RUN_NAME"] = name
     path = config.store_path(s)
     if path is not None:
+        env["QOBS_STORE"] = str(path)  # absolute: a program that changes directory keeps this store
         Writer(path).close()  # fail now, with one line, if the store cannot be opened
-    proc = subprocess.Popen(cmd, env=env)
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in forwarded}
-    try:
-        code = proc.wait()
-    finally:
-        for sig, handler in previous.items():  # None: a handler installed from C, which Python cannot restore
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    elif store:
+        env["QOBS_STORE"] = store
+    code = _run_forwarding_signals(cmd, env)
     exit_code = code if code >= 0 else 128 - code
     if path is not None:
-        _close_run(path, run_id, exit_code)
+        _close_run(path, run_id, exit_code, redact_argv(cmd))
+    if code < 0:
+        _die_like_the_child(-code)
     sys.exit(exit_code)
 
 
-def _close_run(path: Path, run_id: str, exit_code: int) -> None:
+def _check_runnable(program: str) -> None:
+    """A one-line error, with a shell's exit code, for a program that cannot be run."""
+    import shutil
+
+    if not program:
+        raise CommandError("no command to run: qobs run -- python train.py", 127)
+    if shutil.which(program) is not None:
+        return
+    if os.sep in program and Path(program).exists():
+        what = "a directory" if Path(program).is_dir() else "not executable"
+        raise CommandError(f"cannot run {program}: {what}", 126)
+    raise CommandError(f"command not found: {program}", 127)
+
+
+def _check_feature_files(s: Any) -> None:
+    """Budget and price files the run would use are read now: a budget that cannot be read must stop the
+    run before it spends, not leave it running unguarded (a running program only logs the failure)."""
+    if s.budgets:
+        from qobs import budgets
+
+        budgets.parse_file(s.budgets)
+    if s.prices:
+        from qobs import cost
+
+        cost.load_catalog(s.prices)
+
+
+# The signals qobs passes on to the program. si_code of a signal the kernel sent itself: a terminal's
+# Ctrl-C / Ctrl-\ (and a hang-up) go to the whole foreground process group, the program included.
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_SI_KERNEL = 0x80
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` and wait for it, passing on the signals sent to qobs itself; its return code.
+
+    A signal the terminal sent reached the program already: sending it again would interrupt the
+    program's own clean-up (its ``finally`` blocks), so only signals some process sent are passed on."""
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+    except OSError as exc:
+        raise CommandError(f"cannot run {cmd[0]}: {exc.strerror or exc}", 126) from None
+    if not hasattr(signal, "sigtimedwait"):  # no siginfo here: pass everything on
+        previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in _FORWARDED}
+        try:
+            return proc.wait()
+        finally:
+            for sig, handler in previous.items():  # None: a handler installed from C, which Python cannot restore
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    waited = {*_FORWARDED, signal.SIGCHLD}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    try:
+        while proc.poll() is None:
+            info = signal.sigtimedwait(waited, 1.0)  # the program's end wakes it (SIGCHLD)
+            if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
+                proc.send_signal(info.si_signo)
+        while signal.sigtimedwait(waited, 0) is not None:
+            pass  # what arrived as the program ended was for the program
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return proc.returncode
+
+
+def _die_like_the_child(sig: int) -> None:
+    """End qobs by the signal that ended the program, as ``env`` and ``timeout`` do: a shell loop stops on
+    Ctrl-C, a parent process sees the signal. No core dump of qobs itself."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError, ImportError):
+        pass  # a signal that cannot end us: the exit code says it (128 + N)
+
+
+def _close_run(path: Path, run_id: str, exit_code: int, argv: list[str]) -> None:
     import time
 
     from qobs.errors import contained
@@ -167,10 +246,12 @@ def _close_run(path: Path, run_id: str, exit_code: int) -> None:
     status = "finished" if exit_code == 0 else "interrupted" if exit_code in (130, 143) else "failed"
     with contained("store"):
         conn = connect(path)
+        # The row exists unless the program recorded nothing (not Python, or killed before its first commit):
+        # then this is the run's only row, and it names the command.
         conn.execute("INSERT INTO runs (run_id, started_at, status, exit_code, ended_at, argv) "
-                     "VALUES (?, ?, ?, ?, ?, '[]') ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, "
+                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, "
                      "exit_code = excluded.exit_code, ended_at = COALESCE(runs.ended_at, excluded.ended_at)",
-                     (run_id, time.time(), status, exit_code, time.time()))
+                     (run_id, time.time(), status, exit_code, time.time(), json.dumps(argv)))
         conn.close()
 
 

@@ -180,4 +180,5 @@ def replace(settings: Settings, **overrides: object) -> Settings:
 
 
 def store_path(settings: Settings) -> Path | None:
-    return None if settings.store is None else Path(settings.store).expanduser()
+    """The store's absolute path (a program that changes directory keeps writing to the same store)."""
+    return None if settings.store is None else Path(os.path.abspath(Path(settings.store).expanduser()))

@@ -33,6 +33,14 @@ class StoreError(QobsError):
     """The run store cannot be opened or written."""
 
 
+class CommandError(QobsError):
+    """The program given to ``qobs run`` cannot be started (exit code as a shell's: 126, 127)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 _seen: set[tuple[str, str]] = set()
 _seen_lock = threading.Lock()
 _forksafe.module_locks(__name__, "_seen_lock")

@@ -7,6 +7,7 @@ store or a taken port disables that part (logged once, counted) and the rest goe
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import platform
 import socket
@@ -293,10 +294,24 @@ def provenance(rt: Runtime) -> dict[str, Any]:
         "run_id": rt.run_id, "name": rt.settings.run_name, "started_at": rt.started_at, "status": "running",
         "qobs_version": __version__, "python": platform.python_version(), "qiskit": sdk_version("qiskit"),
         "qiskit_aer": sdk_version("qiskit-aer"), "pennylane": sdk_version("pennylane"),
-        "host": socket.gethostname(), "pid": os.getpid(), "argv": redact_argv(list(sys.argv)),
+        "host": socket.gethostname(), "pid": os.getpid(), "argv": _argv(),
         "cwd": os.getcwd(), "git_commit": git_commit(Path.cwd()), "service": rt.settings.service_name,
-        "extra": redact({k: v for k, v in rt.settings.extra.items() if k not in ("QOBS_RUN_ID",)}),
+        "extra": redact({k: v for k, v in rt.settings.extra.items() if k not in ("QOBS_RUN_ID", "QOBS_RUN_ARGV")}),
     }
+
+
+def _argv() -> list[str]:
+    """What was run: the command `qobs run` started (``QOBS_RUN_ARGV``, already redacted; ``sys.argv`` is read
+    too early under it to hold ``-m module``), else ``sys.argv``."""
+    given = os.environ.get("QOBS_RUN_ARGV")
+    if given:
+        try:
+            argv = json.loads(given)
+        except ValueError:
+            argv = None
+        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+            return argv
+    return redact_argv(list(sys.argv))
 
 
 def git_commit(start: Path) -> str | None:

@@ -169,6 +169,7 @@ def test_run_restores_a_signal_handler_python_did_not_install(tmp_path: Path,
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(signal, "signal", host)
+    monkeypatch.delattr(signal, "sigtimedwait")  # the handler path (platforms without siginfo, macOS)
     try:
         out = CliRunner().invoke(cli.main, ["run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c",
                                             "pass"])
@@ -178,3 +179,136 @@ def test_run_restores_a_signal_handler_python_did_not_install(tmp_path: Path,
     assert out.exception is None or isinstance(out.exception, SystemExit), repr(out.exception)
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
     assert {s: signal.getsignal(s) for s in before} == before  # the others are given back unchanged
+
+
+def test_run_waits_with_the_signal_mask_and_handlers_it_found(tmp_path: Path) -> None:
+    import signal
+
+    from click.testing import CliRunner
+
+    from qobs import cli
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)}
+    out = CliRunner().invoke(cli.main, ["run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c", "pass"])
+    assert out.exit_code == 0, out.output
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+CLEAN_UP = textwrap.dedent("""
+    import sys, time
+    print("ready", flush=True)
+    try:
+        while True:
+            time.sleep(0.01)
+    finally:
+        time.sleep(0.5)  # the program's own clean-up, which a second Ctrl-C would cut short
+        open(sys.argv[1], "w").write("cleaned up")
+""")
+
+
+def test_ctrl_c_in_a_terminal_reaches_the_program_once_and_qobs_ends_by_it(tmp_path: Path) -> None:
+    """A real terminal (a pty, qobs in its foreground process group): Ctrl-C is sent by the kernel to qobs
+    and the program alike. qobs does not send it again (that interrupted the program's ``finally``), and
+    ends by SIGINT itself, so a shell loop around it stops. The run is recorded as interrupted."""
+    import fcntl
+    import pty
+    import signal
+    import termios
+    import time
+
+    script, done, store = tmp_path / "prog.py", tmp_path / "done.txt", tmp_path / "r.db"
+    script.write_text(CLEAN_UP)
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([*QOBS, "run", "--store", str(store), "--", sys.executable, str(script), str(done)],
+                            stdin=slave, stdout=slave, stderr=slave, env=_env(), preexec_fn=controlling_terminal)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"ready" not in seen and time.monotonic() < deadline:
+        seen += os.read(master, 1024)
+    assert b"ready" in seen, seen
+    os.write(master, b"\x03")  # Ctrl-C, as typed
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        os.close(master)
+    assert done.read_text() == "cleaned up"
+    assert code == -signal.SIGINT
+    (run,) = json.loads(qobs("runs", "list", "--json", "--store", str(store)).stdout)
+    assert (run["status"], run["exit_code"]) == ("interrupted", 130)
+
+
+def test_a_signal_sent_to_qobs_alone_is_passed_on(tmp_path: Path) -> None:
+    import signal
+
+    script, done = tmp_path / "prog.py", tmp_path / "done.txt"
+    script.write_text(CLEAN_UP)
+    proc = subprocess.Popen([*QOBS, "run", "--store", str(tmp_path / "r.db"), "--", sys.executable, str(script),
+                             str(done)], stdout=subprocess.PIPE, env=_env())
+    assert proc.stdout.readline().strip() == b"ready"
+    proc.send_signal(signal.SIGINT)  # to qobs's pid only (`kill -INT`), not to its process group
+    assert proc.wait(timeout=120) == -signal.SIGINT
+    assert done.read_text() == "cleaned up"
+
+
+@pytest.mark.parametrize(("make", "code", "needle"), [
+    (lambda d: (d / "noexec.py").write_text("print(1)") and str(d / "noexec.py"), 126, "not executable"),
+    (lambda d: str(d), 126, "a directory"),
+    (lambda d: "", 127, "no command"),
+])
+def test_a_program_that_cannot_be_run_is_one_line_with_a_shells_code(tmp_path: Path, make, code: int,
+                                                                       needle: str) -> None:
+    proc = qobs("run", "--store", str(tmp_path / "r.db"), "--", make(tmp_path))
+    _one_line_error(proc, needle)
+    assert proc.returncode == code
+
+
+def test_a_program_that_changes_directory_keeps_one_store_and_its_command_is_recorded(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "walker.py").write_text(textwrap.dedent("""
+        import os, sys
+        from qobs import telemetry
+        os.chdir("sub")
+        telemetry.record_event("moved", "here", {"argv": sys.argv})  # written by the store's thread, after the chdir
+    """))
+    proc = qobs("run", "--store", "rel.db", "--", sys.executable, "-m", "walker", "--epochs", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "sub" / "rel.db").exists()
+    (run,) = json.loads(qobs("runs", "list", "--json", "--store", str(tmp_path / "rel.db")).stdout)
+    assert run["argv"] == [sys.executable, "-m", "walker", "--epochs", "2"] and run["status"] == "finished"
+
+
+def test_a_budget_file_that_cannot_be_read_stops_the_run_before_it_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "budgets.yaml"
+    bad.write_text("budgets:\n  - {name: cap, shots: 1000, mode: blocked}\n")
+    for var, needle in (("QOBS_BUDGETS", "mode"), ("QOBS_PRICES", "price")):
+        proc = qobs("run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c", "print('spent')",
+                    **{var: str(bad if var == "QOBS_BUDGETS" else tmp_path / "none.yaml")})
+        _one_line_error(proc, needle)
+        assert proc.returncode == 2 and "spent" not in proc.stdout
+
+
+def test_more_bad_input_is_one_line(tmp_path: Path) -> None:
+    """Inputs that were tracebacks ("internal error, please report it") before."""
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("budgets: [{name: caf\xe9, shots: 1}]\n".encode("latin-1"))
+    _one_line_error(qobs("budgets", "check", "--file", str(latin)), "not UTF-8")
+    _one_line_error(qobs("alerts", "build", "--slo", str(latin), "-o", str(tmp_path / "out")), "not UTF-8")
+    slo = tmp_path / "slo.yaml"
+    slo.write_text("slos:\n  - {name: s, sli: job_success, objective: 0.99, window: 30d,\n"
+                   "     selector: ['backend=~\"(ibm\"']}\n")
+    _one_line_error(qobs("alerts", "build", "--slo", str(slo), "-o", str(tmp_path / "out")), "regular expression")
+    (tmp_path / "afile").write_text("")
+    _one_line_error(qobs("dashboards", "build", "-o", str(tmp_path / "afile" / "sub")), "cannot write the dashboards")
+    store = tmp_path / "r.db"
+    assert qobs("run", "--store", str(store), "--", sys.executable, "-c", "pass").returncode == 0
+    _one_line_error(qobs("runs", "show", "%", "--store", str(store)), "no run '%'")  # not a LIKE pattern
+    _one_line_error(qobs("demo", "--sdk", "pennylane", "--backend", "no.such.device", "--store", str(store)),
+                    "no.such.device")
