@@ -115,6 +115,8 @@ def read_structured(path: str | Path, what: str) -> Any:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{what} file {p}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {p}: not UTF-8 text") from None
     if p.suffix.lower() == ".json":
         try:
             return json.loads(text)

@@ -226,7 +226,7 @@ class Writer:
     """
 
     def __init__(self, path: str | os.PathLike[str], flush_interval: float = 0.5, max_pending: int = 100_000) -> None:
-        self.path = Path(path)
+        self.path = Path(os.path.abspath(path))  # its thread opens it later, maybe after a chdir
         self.flush_interval = min(max(flush_interval, 0.01), 1.0)
         self.max_pending = max_pending
         # (table, columns, values, op): columns and values of an insert; columns None and a dict otherwise.
@@ -460,7 +460,7 @@ def resolve_run(conn: sqlite3.Connection, ref: str) -> dict[str, Any]:
         if r is None:
             raise StoreError("the store holds no runs yet")
         return _row(r)
-    rows = conn.execute("SELECT * FROM runs WHERE run_id LIKE ? || '%' LIMIT 2", (ref,)).fetchall()
+    rows = conn.execute("SELECT * FROM runs WHERE substr(run_id, 1, ?) = ? LIMIT 2", (len(ref), ref)).fetchall()
     if not rows:
         raise StoreError(f"no run {ref!r} in the store (see `qobs runs list`)")
     if len(rows) > 1:

@@ -190,11 +190,18 @@ class PennyLaneDevice(GeneratorBackend):
         super().__init__(a, shots, seed)
         import pennylane as qml
 
+        from qobs.errors import ConfigError
+
         if isinstance(device, str):
             try:
-                self.device = qml.device(device, wires=a.qubits, seed=seed)
-            except TypeError:
-                self.device = qml.device(device, wires=a.qubits)
+                try:
+                    self.device = qml.device(device, wires=a.qubits, seed=seed)
+                except TypeError:
+                    self.device = qml.device(device, wires=a.qubits)
+            except Exception as exc:
+                if type(exc).__name__ != "DeviceError":  # pennylane.exceptions (0.45) or pennylane (0.40)
+                    raise
+                raise ConfigError(f"PennyLane device {device!r}: {exc}") from None  # unknown or not loadable
         else:
             self.device = device
         self.name = getattr(self.device, "name", None) or str(device)

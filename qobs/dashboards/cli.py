@@ -16,6 +16,11 @@ def dashboards() -> None:
 def build(outdir: str) -> None:
     """Write the executive, on-call and debug dashboards (Grafana JSON, schemaVersion 41)."""
     from qobs.dashboards import write
+    from qobs.errors import QobsError
 
-    for path in write(outdir):
+    try:
+        paths = write(outdir)
+    except OSError as exc:
+        raise QobsError(f"cannot write the dashboards into {outdir}: {exc.strerror or exc}") from None
+    for path in paths:
         click.echo(str(path))

@@ -218,9 +218,11 @@ def load(path: str | Path | None = None) -> Spec:
 
     p = Path(path) if path is not None else BUNDLED
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the SLO file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: the SLO file is not UTF-8 text") from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -318,6 +320,11 @@ def _matchers(raw: Any, where: str, labels: tuple[str, ...]) -> tuple[str, ...]:
         if mm.group(1) not in labels:
             raise ConfigError(f"{where}[{j}]: label {mm.group(1)!r} is not on the SLI's series "
                               f"(labels: {', '.join(labels)})")
+        if "~" in mm.group(2):
+            try:
+                re.compile(mm.group(3).encode().decode("unicode_escape"))
+            except re.error as exc:
+                raise ConfigError(f"{where}[{j}]: bad regular expression in {m!r} ({exc})") from None
         out.append(f'{mm.group(1)}{mm.group(2)}"{mm.group(3)}"')
     return tuple(out)
 
