@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import platform
+import signal
 import socket
 import sys
 import threading
@@ -183,7 +184,20 @@ _MP_HOOK = _MpHook()
 
 
 def _at_exit() -> None:
-    stop(final=True)
+    """End the run at exit. A Ctrl-C pressed again while the program exits must not cut the recording of
+    its last jobs short (nor print a qobs traceback): SIGINT is ignored for the few seconds, each bounded,
+    this takes."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except (ValueError, OSError):
+            previous = None
+    try:
+        stop(final=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 _exit_callbacks: list[tuple[int, Any]] = []  # (pid of the process that added it, fn): run there only

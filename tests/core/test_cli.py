@@ -312,3 +312,36 @@ def test_more_bad_input_is_one_line(tmp_path: Path) -> None:
     _one_line_error(qobs("runs", "show", "%", "--store", str(store)), "no run '%'")  # not a LIKE pattern
     _one_line_error(qobs("demo", "--sdk", "pennylane", "--backend", "no.such.device", "--store", str(store)),
                     "no.such.device")
+
+
+STORM_AT_EXIT = textwrap.dedent("""
+    import os, signal, threading, time
+    from qiskit import QuantumCircuit
+    from qiskit_aer import AerSimulator
+    from qobs import runtime
+    qc = QuantumCircuit(1)
+    qc.h(0)
+    qc.measure_all()
+    job = AerSimulator(seed_simulator=1).run(qc, shots=10)  # never asked for: recorded at exit
+
+
+    def storm():  # Ctrl-C pressed again and again while qobs records the last jobs at exit
+        def press():
+            while True:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.002)
+        threading.Thread(target=press, daemon=True).start()
+        time.sleep(0.05)
+
+
+    runtime.add_exit_callback(storm)  # runs inside qobs's exit work, after the Qiskit adapter's own
+""")
+
+
+def test_ctrl_c_during_exit_does_not_cut_the_last_jobs_short(tmp_path: Path) -> None:
+    script, store = tmp_path / "prog.py", tmp_path / "r.db"
+    script.write_text(STORM_AT_EXIT)
+    proc = qobs("run", "--store", str(store), "--", sys.executable, str(script), OMP_NUM_THREADS="1")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    shown = json.loads(qobs("runs", "show", "latest", "--json", "--store", str(store)).stdout)
+    assert (shown["totals"]["jobs"], shown["totals"]["shots"]) == (1, 10), shown["totals"]
