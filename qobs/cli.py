@@ -174,7 +174,15 @@ def _check_runnable(program: str) -> None:
 
 def _check_feature_files(s: Any) -> None:
     """Budget and price files the run would use are read now: a budget that cannot be read must stop the
-    run before it spends, not leave it running unguarded (a running program only logs the failure)."""
+    run before it spends, not leave it running unguarded (a running program only logs the failure). So
+    are the adapters named in QOBS_ADAPTERS (a typo would instrument nothing)."""
+    if s.adapters:
+        from qobs.instrumentation import discover
+
+        unknown = sorted(set(s.adapters) - set(discover()))
+        if unknown:
+            raise QobsError(f"QOBS_ADAPTERS: no adapter named {unknown[0]!r} "
+                            f"(installed: {', '.join(sorted(discover())) or 'none'})")
     if s.budgets:
         from qobs import budgets
 

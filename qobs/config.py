@@ -27,7 +27,7 @@ DEFAULT_STORE = ".qobs/runs.db"
 class Settings:
     """Everything qobs can be told. Field docs name the environment variable."""
 
-    enabled: bool = True                      # QOBS_ENABLED / OTEL_SDK_DISABLED
+    enabled: bool = True                      # QOBS_ENABLED (OTEL_SDK_DISABLED turns off OTel export only)
     store: str | None = DEFAULT_STORE          # QOBS_STORE (path, or "off")
     flush_interval: float = 0.5               # QOBS_FLUSH_INTERVAL seconds, at most 1
     service_name: str = "qobs"                # OTEL_SERVICE_NAME
@@ -113,7 +113,8 @@ def _endpoint(env: Mapping[str, str], specific: str) -> str | None:
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from the environment, then apply keyword overrides. Raises ConfigError."""
     env = os.environ if env is None else env
-    enabled = _bool(env, "QOBS_ENABLED", True) and not _bool(env, "OTEL_SDK_DISABLED", False)
+    enabled = _bool(env, "QOBS_ENABLED", True)
+    otel_off = _bool(env, "OTEL_SDK_DISABLED", False)  # OpenTelemetry's export only: store, budgets, scrape stay
     store_raw = env.get("QOBS_STORE", DEFAULT_STORE).strip()
     store = None if store_raw.lower() in _STORE_OFF else store_raw
     traces_endpoint = _endpoint(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -128,7 +129,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
                               f"expected {', '.join(METRIC_EXPORTERS)}")
     if _bool(env, "QOBS_METRICS_SERVE", False) and "prometheus" not in metrics_exporters:
         metrics_exporters += ("prometheus",)
-    metrics_exporters = tuple(x for x in metrics_exporters if x != "none")
+    metrics_exporters = tuple(x for x in metrics_exporters if x != "none" and not (otel_off and x == "otlp"))
+    if otel_off:
+        traces_exporter = "none"
     adapters_raw = env.get("QOBS_ADAPTERS", "").strip()
     push = env.get("QOBS_PUSHGATEWAY_URL", "").strip() or None
     if push and not push.startswith(("http://", "https://")):

@@ -104,7 +104,10 @@ def discover() -> dict[str, Callable[[], Adapter]]:
 def instrument(names: tuple[str, ...] | None = None) -> list[str]:
     """Activate the adapters (all installed ones by default). Idempotent."""
     with _lock:
-        for name, load in discover().items():
+        found = discover()
+        for name in sorted(set(names or ()) - set(found)):  # a typo in QOBS_ADAPTERS must not pass unseen
+            log.warning("qobs: no adapter named %r (installed: %s)", name, ", ".join(sorted(found)) or "none")
+        for name, load in found.items():
             if (names is not None and name not in names) or name in _active:
                 continue
             try:

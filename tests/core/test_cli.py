@@ -345,3 +345,16 @@ def test_ctrl_c_during_exit_does_not_cut_the_last_jobs_short(tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     shown = json.loads(qobs("runs", "show", "latest", "--json", "--store", str(store)).stdout)
     assert (shown["totals"]["jobs"], shown["totals"]["shots"]) == (1, 10), shown["totals"]
+
+
+def test_otel_sdk_disabled_turns_off_export_only_and_an_unknown_adapter_is_refused(tmp_path: Path) -> None:
+    from qobs import config
+
+    s = config.from_env({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                         "OTEL_METRICS_EXPORTER": "otlp,prometheus", "QOBS_BUDGETS": "b.yaml"})
+    assert s.enabled and s.store is not None and s.budgets == "b.yaml"  # qobs's own parts go on
+    assert s.traces_exporter == "none" and s.metrics_exporters == ("prometheus",)
+    proc = qobs("run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c", "print('ran')",
+                QOBS_ADAPTERS="qiskitt")
+    _one_line_error(proc, "no adapter named 'qiskitt'", "qiskit")
+    assert "ran" not in proc.stdout
