@@ -89,8 +89,10 @@ def budgets_check(path: str | None) -> None:
 def budgets_status(path: str | None, store: str | None) -> None:
     """Usage of each budget in its current period, read from the run store."""
     from qobs import budgets, config, features
+    from qobs.cli import _open_store
 
     s = config.from_env(**({"store": store} if store else {}))
+    _open_store(store).close()  # a store that is not there is one line, not a new empty store
     path = path or s.budgets
     if not path:
         raise ConfigError("no budgets file: set QOBS_BUDGETS or pass --file")

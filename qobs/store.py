@@ -91,6 +91,7 @@ def connect(path: str | os.PathLike[str], *, create: bool = True,
         raise StoreError(f"cannot open run store {p}: {_reason(exc)}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        _until_unlocked(lambda: _check_is_a_store(conn, p, create), timeout)  # another process may be making it
         # Switching a new store to WAL takes an exclusive lock without SQLite's busy handler: two processes
         # opening a new store at once see "database is locked" at once. Retry (bounded) as the handler would.
         _until_unlocked(lambda: conn.execute("PRAGMA journal_mode = WAL"), timeout)
@@ -101,6 +102,24 @@ def connect(path: str | os.PathLike[str], *, create: bool = True,
         raise StoreError(f"cannot use run store {p}: {_reason(exc)}") from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _check_is_a_store(conn: sqlite3.Connection, p: Path, create: bool) -> None:
+    """Refuse a SQLite file that is not a qobs store (another program's database must not gain our tables
+    nor be switched to WAL), and, when only reading, an empty one (nothing was recorded there)."""
+    # One statement, one snapshot: another process may commit a new store's tables and version in between.
+    version, names = conn.execute("SELECT (SELECT user_version FROM pragma_user_version), (SELECT group_concat("
+                                  "name, ', ') FROM (SELECT name FROM sqlite_master WHERE type = 'table' "
+                                  "ORDER BY 1 LIMIT 3))").fetchone()
+    if version:
+        return
+    if names:
+        conn.close()
+        raise StoreError(f"{p} is not a qobs run store (it holds other tables: {names}); "
+                         "point QOBS_STORE or --store elsewhere")
+    if not create:
+        conn.close()
+        raise StoreError(f"no run store at {p} (the file is empty; run something under `qobs run` first)")
 
 
 def _until_unlocked(fn: Any, timeout: float) -> Any:

@@ -358,3 +358,26 @@ def test_otel_sdk_disabled_turns_off_export_only_and_an_unknown_adapter_is_refus
                 QOBS_ADAPTERS="qiskitt")
     _one_line_error(proc, "no adapter named 'qiskitt'", "qiskit")
     assert "ran" not in proc.stdout
+
+
+def test_reading_commands_never_change_a_database_that_is_not_a_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    other = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    for args in (["runs", "list"], ["runs", "show"], ["report"], ["fidelity", "baselines"]):
+        _one_line_error(qobs(*args, "--store", str(other)), "not a qobs run store")
+    _one_line_error(qobs("run", "--store", str(other), "--", sys.executable, "-c", "pass"), "not a qobs run store")
+    assert other.read_bytes() == before and not (tmp_path / "app.sqlite-wal").exists()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    _one_line_error(qobs("runs", "list", "--store", str(empty)), "empty")
+    budgets = tmp_path / "b.yaml"
+    budgets.write_text("budgets:\n  - {name: cap, shots: 1000}\n")
+    _one_line_error(qobs("budgets", "status", "--file", str(budgets), "--store", str(tmp_path / "none.db")),
+                    "no run store")
+    assert not (tmp_path / "none.db").exists() and empty.read_bytes() == b""
