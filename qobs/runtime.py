@@ -267,6 +267,50 @@ def _install_exit_hooks() -> None:
             mp_util.register_after_fork(_MP_HOOK, lambda _obj: mp_util.Finalize(None, _at_exit, exitpriority=100))
             if hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_after_fork)
+    with contained("exit_hooks"):
+        from multiprocessing import pool
+
+        if not getattr(pool.worker, "__qobs_wrapped__", False):
+            _hooks["pool_worker"] = pool.worker
+            pool.worker = _pool_worker(pool.worker)
+
+
+TASK_FLUSH_S = 5.0  # a pool task's result waits at most this long for its jobs' commit (a locked store)
+
+
+class _CommitBeforeResult:
+    """A pool worker's result queue: the jobs a task ran are recorded and committed before its result goes
+    back. ``with Pool() as p:`` terminates its workers (SIGTERM, no exit hooks) as soon as the results are
+    in: their last jobs were lost with them."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    def put(self, obj: Any) -> None:
+        if _rt is not None:
+            flush(TASK_FLUSH_S)
+        self._queue.put(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+def _pool_worker(orig: Any) -> Any:
+    """``multiprocessing.pool.worker`` that commits a task's jobs before returning its result, in a worker
+    process (a ThreadPool's workers are threads of the program's process: they do not commit per task)."""
+    import functools
+    import multiprocessing
+
+    @functools.wraps(orig)
+    def worker(inqueue: Any, outqueue: Any, *args: Any, **kwargs: Any) -> Any:
+        if multiprocessing.parent_process() is not None:
+            outqueue = _CommitBeforeResult(outqueue)
+        return orig(inqueue, outqueue, *args, **kwargs)
+
+    worker.__qobs_wrapped__ = True  # type: ignore[attr-defined]
+    return worker
 
 
 def remove_exit_hooks() -> None:
@@ -281,6 +325,12 @@ def remove_exit_hooks() -> None:
     finalizer = _hooks.pop("finalizer", None)
     if finalizer is not None:
         finalizer.cancel()
+    original = _hooks.pop("pool_worker", None)
+    if original is not None:
+        from multiprocessing import pool
+
+        if getattr(pool.worker, "__qobs_wrapped__", False):
+            pool.worker = original
 
 
 def _after_fork() -> None:

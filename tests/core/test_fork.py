@@ -73,3 +73,50 @@ def test_a_child_forked_while_other_threads_hold_qobs_locks_records_its_job(tmp_
     assert "child exit 0" in r.stdout, (r.stdout, r.stderr[-2000:])
     shots = sorted(s for (s,) in sqlite3.connect(store).execute("SELECT shots FROM jobs"))
     assert shots == [7, 100, 100], shots
+
+
+_POOL = """
+import sys, multiprocessing
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
+
+
+def run(i):
+    qc = QuantumCircuit(1)
+    qc.h(0)
+    qc.measure_all()
+    return sum(AerSimulator(seed_simulator=i).run(qc, shots=10 + i).result().get_counts().values())
+
+
+if __name__ == "__main__":
+    print(run(0))
+    with multiprocessing.get_context(sys.argv[1]).Pool(2) as p:  # __exit__ terminates the workers at once
+        print(p.map(run, range(1, 5)))
+"""
+
+
+def test_jobs_of_pool_workers_terminated_by_the_with_block_are_recorded(tmp_path):
+    """``with Pool() as p`` sends SIGTERM to its workers as soon as the results are in (no exit hooks run
+    there): each task's jobs are committed before its result goes back."""
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    for method in ("fork", "spawn"):
+        store = tmp_path / f"{method}.db"
+        r = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--store", str(store), "--", sys.executable,
+                            str(script), method], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["10", "[11,", "12,", "13,", "14]"], r.stdout
+        shots = sorted(s for (s,) in sqlite3.connect(store).execute("SELECT shots FROM jobs"))
+        assert shots == [10, 11, 12, 13, 14], (method, shots)
+
+
+def test_uninstrument_gives_the_pool_worker_back(tmp_path):
+    store = str(tmp_path / "r.db")
+    code = (f"import multiprocessing.pool as pool, qobs; orig = pool.worker; qobs.configure(store={store!r});"
+            " qobs.instrument(); wrapped = pool.worker is not orig; qobs.uninstrument();"
+            " print(wrapped, pool.worker is orig)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.stdout.split() == ["True", "True"], (r.stdout, r.stderr)
