@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -14,13 +15,13 @@ INHIBIT_NOTE = ("# Merge into alertmanager.yml: while an SLO alerts for a backen
                 "# not one per tier).\n")
 
 
-def render(slo_file: str | None) -> dict[str, str]:
+def render(slo_file: str | None, out_dir: str = "alerts") -> dict[str, str]:
     """Relative path -> text of every generated file (rule files, ``tests/*.test.yml``, ``runbooks/*.md`` and
     Alertmanager inhibit rules for overlapping SLOs)."""
     from qobs.slo import promtests, rules, runbooks, spec
 
     s = spec.load(slo_file)
-    source = _source(slo_file)
+    source = _source(slo_file, out_dir)
     files = rules.build(s, source)
     tests = promtests.build(s, files, source)
     inhibit = rules.inhibitions(s)
@@ -58,8 +59,16 @@ def stale_files(out: Path, files: dict[str, str], source: str) -> list[str]:
     return stale
 
 
-def _source(slo_file: str | None) -> str:
-    return BUNDLED_SOURCE if slo_file is None else Path(slo_file).name
+def _source(slo_file: str | None, out_dir: str) -> str:
+    """How the files name their SLO file: its path from the output directory (the same wherever the build
+    runs from, and two SLO files of one name in different folders are told apart)."""
+    if slo_file is None:
+        return BUNDLED_SOURCE
+    slo, out = Path(slo_file).resolve(), Path(out_dir).resolve()
+    try:
+        return Path(os.path.relpath(slo, out)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return slo.as_posix()
 
 
 @click.group()
@@ -74,14 +83,14 @@ def alerts() -> None:
 def build_cmd(slo_file: str | None, out_dir: str) -> None:
     """Write rule files, promtool test suites, runbooks and Alertmanager inhibit rules for an SLO file
     (and remove the rule and test files an earlier build from it wrote and this one does not)."""
-    files = render(slo_file)
+    files = render(slo_file, out_dir)
     out = Path(out_dir)
     try:
         for rel, text in files.items():
             p = out / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
-        stale = stale_files(out, files, _source(slo_file))
+        stale = stale_files(out, files, _source(slo_file, out_dir))
         for rel in stale:
             (out / rel).unlink()
     except OSError as exc:
@@ -96,10 +105,10 @@ def build_cmd(slo_file: str | None, out_dir: str) -> None:
 @click.option("-d", "--dir", "out_dir", default="alerts", show_default=True, type=click.Path(file_okay=False))
 def check_cmd(slo_file: str | None, out_dir: str) -> None:
     """Validate the SLO file; exit 1 when DIR differs from what `qobs alerts build` would write."""
-    files = render(slo_file)
+    files = render(slo_file, out_dir)
     out = Path(out_dir)
     stale = [rel for rel, text in files.items() if not (out / rel).exists() or (out / rel).read_text() != text]
-    stale += stale_files(out, files, _source(slo_file))
+    stale += stale_files(out, files, _source(slo_file, out_dir))
     if stale:
         cmd = "qobs alerts build" + (f" --slo {slo_file}" if slo_file else "") + f" -o {out_dir}"
         raise click.ClickException(f"{out_dir}/ is out of date ({', '.join(stale)}); run `{cmd}`")
