@@ -164,6 +164,8 @@ def _check_runnable(program: str) -> None:
 
     if not program:
         raise CommandError("no command to run: qobs run -- python train.py", 127)
+    if program.startswith("-") and shutil.which(program) is None:
+        raise QobsError(f"no such option: {program} (the command goes after --: qobs run -- python train.py)")
     if shutil.which(program) is not None:
         return
     if os.sep in program and Path(program).exists():

@@ -468,7 +468,8 @@ def _describe_backend_run_anew(backend: Any, run_input: Any, kwargs: dict[str, A
     QuantumCircuit = _qc_type()
     desc = _Desc("backend_run", "", "")
     _describe_backend(desc, backend)
-    circuits = [run_input] if isinstance(run_input, QuantumCircuit) else list(run_input)
+    # A list or tuple of circuits, else one run input (a circuit, a schedule; a string is not eleven circuits)
+    circuits = list(run_input) if isinstance(run_input, (list, tuple)) else [run_input]
     desc.run_input = circuits
     binds = kwargs.get("parameter_binds")
     total = 0

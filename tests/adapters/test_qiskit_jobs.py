@@ -254,6 +254,16 @@ def test_submission_error_and_error_while_running_are_told_apart(qobs_run, metri
         ("backend_run", "error", "ValueError", "validation"), ("sampler", "error", "ValueError", "")]
 
 
+def test_a_run_input_that_is_not_a_list_is_one_circuit(qobs_run):
+    """A string given to backend.run (a user's mistake the job fails on) is one run input, not one circuit
+    per character."""
+    sim = AerSimulator(seed_simulator=1)
+    with pytest.raises(AttributeError):  # Aer's own error, unchanged
+        sim.run("notacircuit", shots=10).result()
+    rows = jobs_rows(qobs_run)
+    assert [(r["status"], r["circuits"]) for r in rows] == [("error", 1)]
+
+
 def test_cancelled_job_recorded_without_result_call(qobs_run, metric):
     from qiskit_aer.jobs import utils as aer_jobs
 

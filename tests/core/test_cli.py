@@ -381,3 +381,7 @@ def test_reading_commands_never_change_a_database_that_is_not_a_store(tmp_path: 
     _one_line_error(qobs("budgets", "status", "--file", str(budgets), "--store", str(tmp_path / "none.db")),
                     "no run store")
     assert not (tmp_path / "none.db").exists() and empty.read_bytes() == b""
+
+
+def test_an_option_before_the_command_is_named_as_such(tmp_path: Path) -> None:
+    _one_line_error(qobs("run", "--store", str(tmp_path / "r.db"), "--bogus", "--", "true"), "no such option: --bogus")
