@@ -36,7 +36,7 @@ def build(conn: sqlite3.Connection, run_ref: str) -> dict[str, Any]:
     errors = _errors(conn, rid)
     return {
         "run": run,
-        "findings": _findings(summary, errors, steps, events),
+        "findings": _run_end(run) + _findings(summary, errors, steps, events),
         "timeline": _timeline(conn, rid, t0, errors, events),
         "errors": [{k: v for k, v in e.items() if not k.startswith("_")} for e in errors],
         "latency": _latency(conn, rid),
@@ -47,6 +47,18 @@ def build(conn: sqlite3.Connection, run_ref: str) -> dict[str, Any]:
     }
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _run_end(run: dict[str, Any]) -> list[str]:
+    """How the run ended, when that is the first thing to know: it failed or was interrupted."""
+    status, code = run.get("status"), run.get("exit_code")
+    if status in ("failed", "interrupted"):
+        return [f"the run {status}" + (f" (exit code {code})" if code not in (None, 0) else "")]
+    return []
+
+
 def _findings(summary: dict[str, Any], errors: list[dict], steps: list[dict], events: list[dict]) -> list[str]:
     out: list[str] = []
     for name, b in summary["backends"].items():
@@ -54,15 +66,16 @@ def _findings(summary: dict[str, Any], errors: list[dict], steps: list[dict], ev
         if finished and b["errors"] / finished > ERROR_RATIO_WARN:
             out.append(f"{name}: {b['errors']} of {finished} jobs failed ({b['errors'] / finished:.1%})")
         if b["cancelled"]:
-            out.append(f"{name}: {b['cancelled']} jobs cancelled")
+            out.append(f"{name}: {_plural(b['cancelled'], 'job')} cancelled")
         if b["unpriced_jobs"] and b["unpriced_jobs"] == b["jobs"] and b["provider"] not in ("aer", "qiskit"):
-            out.append(f"{name}: no price in the catalog ({b['unpriced_jobs']} jobs not in the cost figures)")
+            n = _plural(b["unpriced_jobs"], "job")
+            out.append(f"{name}: no price in the catalog ({n} not in the cost figures)")
     refused: Counter[str] = Counter()
     for e in sorted(errors, key=lambda e: e["_first_id"]):  # ties: in order of first occurrence
         if e["submission_reason"]:
             refused[e["submission_reason"]] += e["jobs"]
     for reason, n in refused.most_common():
-        out.append(f"{n} submissions refused ({reason})")
+        out.append(f"{_plural(n, 'submission')} refused ({reason})")
     checks = [e for e in events if e["kind"] == "fidelity_check"]
     failed = [e for e in checks if (e["data"] or {}).get("result") == "fail"]
     if failed:
@@ -71,7 +84,7 @@ def _findings(summary: dict[str, Any], errors: list[dict], steps: list[dict], ev
                    f"on {worst['subject']}, baseline {worst['data'].get('baseline') or 0:.3f})")
     changes = [e for e in events if e["kind"] == "calibration_change"]
     if changes:
-        out.append(f"calibration changed {len(changes)} times during the run "
+        out.append(f"calibration changed {_plural(len(changes), 'time')} during the run "
                    f"({', '.join(sorted({e['subject'] or '?' for e in changes}))})")
     for e in events:
         if e["kind"] == "budget_threshold":
@@ -217,7 +230,7 @@ def render(r: dict[str, Any]) -> str:
     c = r["cost"]
     per = f", {c['per_sample']} per sample" if c["per_sample"] is not None else ""
     lines += ["", f"cost: {c['total']} {c['currency']} for {c['shots']} shots{per}"
-              + (f"; {c['unpriced_jobs']} jobs unpriced" if c["unpriced_jobs"] else "")]
+              + (f"; {_plural(c['unpriced_jobs'], 'job')} unpriced" if c["unpriced_jobs"] else "")]
     t = r["training"]
     if t:
         name = "exact KL" if t.get("kl_kind") == "exact" else "KL (from samples)"

@@ -385,3 +385,24 @@ def test_reading_commands_never_change_a_database_that_is_not_a_store(tmp_path: 
 
 def test_an_option_before_the_command_is_named_as_such(tmp_path: Path) -> None:
     _one_line_error(qobs("run", "--store", str(tmp_path / "r.db"), "--bogus", "--", "true"), "no such option: --bogus")
+
+
+def test_the_report_of_a_failed_run_says_so_first(tmp_path: Path) -> None:
+    store = tmp_path / "r.db"
+    assert qobs("run", "--store", str(store), "--", sys.executable, "-c", "raise SystemExit(3)").returncode == 3
+    report = json.loads(qobs("report", "latest", "--json", "--store", str(store)).stdout)
+    assert report["findings"][:1] == ["the run failed (exit code 3)"]
+
+
+def test_feature_files_and_settings_refuse_what_cannot_mean_anything(tmp_path: Path) -> None:
+    for text, needle in (("budgets:\n  - {name: cap, shots: 10, period: 'rolling:0s'}\n", "period"),
+                         ("budgets:\n  - {name: cap, shots: 10, mode: fallback, fallback: 42}\n", "fallback"),
+                         ("version: 99\nprices: []\n", "version 99")):
+        f = tmp_path / "f.yaml"
+        f.write_text(text)
+        _one_line_error(qobs("budgets", "check", "--file", str(f)) if "budgets" in text else
+                        qobs("budgets", "check", "--file", str(tmp_path / "none.yaml"), QOBS_PRICES=str(f)), needle)
+    proc = qobs("alerts", "check", "-d", str(tmp_path / "nosuchdir"))
+    assert proc.returncode == 1 and "does not exist" in proc.stderr, proc.stderr
+    _one_line_error(qobs("run", "--", sys.executable, "-c", "pass", QOBS_FIDELITY_SEED="-1"),
+                    "between 0 and 9223372036854775807")

@@ -64,7 +64,7 @@ def test_report_of_a_run_with_failures_drift_and_budget(tmp_path: Path) -> None:
     assert r["cost"]["samples"] == 8 * 256
     findings = "\n".join(r["findings"])
     assert f"sim_manila: {truth['failed']} of 8 jobs failed" in findings
-    assert "1 submissions refused (validation)" in findings
+    assert "1 submission refused (validation)" in findings
     assert f"calibration changed {truth['drift_steps']} times" in findings
     assert "budget tiny: 25% of its shots used" in findings
     assert "gradient SNR stayed below 1" in findings
