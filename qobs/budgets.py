@@ -113,7 +113,8 @@ def _validate(raw: Mapping[str, Any], where: str) -> Budget:
     if shots is None and usd_d is None:
         raise ConfigError(f"{where}: give shots and/or usd")
     period = raw.get("period", "month")
-    if period != "month" and (not isinstance(period, str) or not _PERIOD.match(period)):
+    m = _PERIOD.match(period) if isinstance(period, str) else None
+    if period != "month" and (m is None or float(m.group(1)) <= 0):
         raise ConfigError(f"{where}.period: expected 'month' or 'rolling:<n><s|m|h|d|w>' (e.g. rolling:7d), "
                           f"got {period!r}")
     scope = raw.get("scope", "all")
@@ -126,6 +127,8 @@ def _validate(raw: Mapping[str, Any], where: str) -> Budget:
     if mode not in MODES:
         raise ConfigError(f"{where}.mode: expected one of {', '.join(MODES)}, got {mode!r}")
     fallback = raw.get("fallback")
+    if isinstance(fallback, (bool, int, float, list, dict)) or fallback == "":
+        raise ConfigError(f"{where}.fallback: expected a backend name (e.g. aer_simulator), got {fallback!r}")
     if mode == "fallback" and fallback is None:
         raise ConfigError(f"{where}.fallback: mode fallback needs a fallback backend (e.g. aer_simulator)")
     return Budget(name=name.strip(), shots=shots, usd=usd_d, period=period, scope=dict(scope), mode=mode,

@@ -85,7 +85,8 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, lo: f
     except ValueError:
         raise ConfigError(f"{name}={raw!r}: expected a{'n integer' if kind is int else ' number'}") from None
     if not lo <= value <= hi:
-        raise ConfigError(f"{name}={raw!r}: must be between {lo:g} and {hi:g}")
+        bounds = f"{int(lo)} and {int(hi)}" if kind is int else f"{lo:g} and {hi:g}"
+        raise ConfigError(f"{name}={raw!r}: must be between {bounds}")
     return value
 
 

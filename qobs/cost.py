@@ -153,6 +153,8 @@ def parse_catalog(data: Any, origin: str) -> list[Price]:
         if unknown:
             raise ConfigError(f"{origin}: unknown top-level field {sorted(unknown)[0]!r} "
                               "(expected version, currency, note, prices)")
+        if data.get("version", 1) != 1:
+            raise ConfigError(f"{origin}: version {data['version']!r} is not one this qobs reads (1)")
         default_currency = data.get("currency", "USD")
         entries = data.get("prices")
     else:
