@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,17 @@ def run(store: str | None, name: str | None, command: tuple[str, ...]) -> None:
     if path is not None:
         _close_run(path, run_id, exit_code, redact_argv(cmd))
     if code < 0:
-        _die_like_the_child(-code)
+        raise EndedBySignal(-code)
     sys.exit(exit_code)
+
+
+class EndedBySignal(SystemExit):
+    """The program `qobs run` ran was ended by a signal: exit code 128 + N wherever qobs runs in-process (a test's
+    CliRunner); the ``qobs`` command itself then ends by the same signal (``entry``)."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(128 + sig)
+        self.signal = sig
 
 
 def _check_runnable(program: str) -> None:
@@ -197,7 +207,7 @@ def _check_feature_files(s: Any) -> None:
 
 # The signals qobs passes on to the program. si_code of a signal the kernel sent itself: a terminal's
 # Ctrl-C / Ctrl-\ (and a hang-up) go to the whole foreground process group, the program included.
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_FORWARDED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 _SI_KERNEL = 0x80
 
 
@@ -205,20 +215,35 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     """Run ``cmd`` and wait for it, passing on the signals sent to qobs itself; its return code.
 
     A signal the terminal sent reached the program already: sending it again would interrupt the
-    program's own clean-up (its ``finally`` blocks), so only signals some process sent are passed on."""
+    program's own clean-up (its ``finally`` blocks), so only signals some process sent are passed on.
+    Signals that arrive while the program starts are kept and passed on once it runs (their default
+    action would end qobs and leave the program running, orphaned)."""
+    siginfo = hasattr(signal, "sigtimedwait")
+    waited = {*_FORWARDED, signal.SIGCHLD} if siginfo else set()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, []) if siginfo else None  # as found, given back at the end
+    early: list[int] = []
+    held: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        held = {sig: signal.signal(sig, lambda n, _f: early.append(n)) for sig in _FORWARDED}
     try:
-        proc = subprocess.Popen(cmd, env=env)
-    except OSError as exc:
-        raise CommandError(f"cannot run {cmd[0]}: {exc.strerror or exc}", 126) from None
-    if not hasattr(signal, "sigtimedwait"):  # no siginfo here: pass everything on
-        previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in _FORWARDED}
+        try:
+            proc = subprocess.Popen(cmd, env=env)
+        except OSError as exc:
+            raise CommandError(f"cannot run {cmd[0]}: {exc.strerror or exc}", 126) from None
+        if siginfo:
+            signal.pthread_sigmask(signal.SIG_BLOCK, waited)  # from here on they wait for sigtimedwait
+    finally:
+        for sig, handler in held.items():  # None: a handler installed from C, which Python cannot restore
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    for sig in early:
+        proc.send_signal(sig)
+    if not siginfo:  # no siginfo here: pass everything on
+        previous = {sig: signal.signal(sig, lambda n, _f: proc.send_signal(n)) for sig in _FORWARDED} if held else {}
         try:
             return proc.wait()
         finally:
-            for sig, handler in previous.items():  # None: a handler installed from C, which Python cannot restore
+            for sig, handler in previous.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-    waited = {*_FORWARDED, signal.SIGCHLD}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:
         while proc.poll() is None:
             info = signal.sigtimedwait(waited, 1.0)  # the program's end wakes it (SIGCHLD)
@@ -233,11 +258,11 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
 
 def _die_like_the_child(sig: int) -> None:
     """End qobs by the signal that ended the program, as ``env`` and ``timeout`` do: a shell loop stops on
-    Ctrl-C, a parent process sees the signal. No core dump of qobs itself."""
+    Ctrl-C, a parent process sees the signal. No core dump of qobs itself (its soft limit only)."""
     try:
         import resource
 
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
         sys.stdout.flush()
@@ -432,5 +457,14 @@ def demo(store: str | None, sdk: str, backend: str | None, profile: str | None, 
         sys.exit(code)
 
 
+def entry() -> None:
+    """The ``qobs`` command: ``main``, ending by the signal that ended the program `qobs run` ran."""
+    try:
+        main()
+    except EndedBySignal as exc:
+        _die_like_the_child(exc.signal)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

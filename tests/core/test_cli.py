@@ -354,6 +354,8 @@ def test_otel_sdk_disabled_turns_off_export_only_and_an_unknown_adapter_is_refus
                          "OTEL_METRICS_EXPORTER": "otlp,prometheus", "QOBS_BUDGETS": "b.yaml"})
     assert s.enabled and s.store is not None and s.budgets == "b.yaml"  # qobs's own parts go on
     assert s.traces_exporter == "none" and s.metrics_exporters == ("prometheus",)
+    kept = config.from_env({"OTEL_SDK_DISABLED": "xyz", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"})
+    assert kept.traces_exporter == "otlp"  # as OpenTelemetry reads it: only "true" disables
     proc = qobs("run", "--store", str(tmp_path / "r.db"), "--", sys.executable, "-c", "print('ran')",
                 QOBS_ADAPTERS="qiskitt")
     _one_line_error(proc, "no adapter named 'qiskitt'", "qiskit")
@@ -406,3 +408,17 @@ def test_feature_files_and_settings_refuse_what_cannot_mean_anything(tmp_path: P
     assert proc.returncode == 1 and "does not exist" in proc.stderr, proc.stderr
     _one_line_error(qobs("run", "--", sys.executable, "-c", "pass", QOBS_FIDELITY_SEED="-1"),
                     "between 0 and 9223372036854775807")
+
+
+def test_run_in_process_returns_the_signal_as_an_exit_code(tmp_path: Path) -> None:
+    """Invoked in-process (a test's CliRunner), a program ended by a signal gives exit code 128 + N; only the
+    qobs command itself ends by the signal (it killed the process hosting it)."""
+    from click.testing import CliRunner
+
+    from qobs import cli
+
+    out = CliRunner().invoke(cli.main, ["run", "--store", "off", "--", "sh", "-c", "kill -TERM $$"])
+    assert out.exit_code == 143, out.output
+    proc = subprocess.run([*QOBS, "run", "--store", "off", "--", "sh", "-c", "kill -TERM $$"], env=_env(),
+                          timeout=120)
+    assert proc.returncode == -15
