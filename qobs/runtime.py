@@ -275,9 +275,6 @@ def _install_exit_hooks() -> None:
             pool.worker = _pool_worker(pool.worker)
 
 
-TASK_FLUSH_S = 5.0  # a pool task's result waits at most this long for its jobs' commit (a locked store)
-
-
 class _CommitBeforeResult:
     """A pool worker's result queue: the jobs a task ran are recorded and committed before its result goes
     back. ``with Pool() as p:`` terminates its workers (SIGTERM, no exit hooks) as soon as the results are
@@ -289,8 +286,15 @@ class _CommitBeforeResult:
         self._queue = queue
 
     def put(self, obj: Any) -> None:
-        if _rt is not None:
-            flush(TASK_FLUSH_S)
+        rt = _rt
+        if rt is not None:
+            from qobs import telemetry
+
+            with contained("recorder"):
+                telemetry.drain()
+            if rt.writer is not None:
+                with contained("store"):
+                    rt.writer.commit_now()  # a store another process holds locked does not stall the task
         self._queue.put(obj)
 
     def __getattr__(self, name: str) -> Any:

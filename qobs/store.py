@@ -288,6 +288,11 @@ class Writer:
             self.inline_drains += 1
             self._drain(busy_ms=INLINE_BUSY_MS)  # on the user's thread: never wait long for a lock
 
+    def commit_now(self, busy_ms: int | None = None) -> None:
+        """Commit what is queued, on this thread, waiting at most ``busy_ms`` (default ``INLINE_BUSY_MS``) for a
+        locked store: rows that find it locked go back to the writer thread."""
+        self._drain(busy_ms=INLINE_BUSY_MS if busy_ms is None else busy_ms)
+
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
         self._q.put((table, None, row, "insert_once"))
