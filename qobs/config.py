@@ -115,7 +115,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     """Build settings from the environment, then apply keyword overrides. Raises ConfigError."""
     env = os.environ if env is None else env
     enabled = _bool(env, "QOBS_ENABLED", True)
-    otel_off = _bool(env, "OTEL_SDK_DISABLED", False)  # OpenTelemetry's export only: store, budgets, scrape stay
+    # OpenTelemetry's export only (store, budgets, scrape stay), and read as OpenTelemetry does: "true" alone.
+    otel_off = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
     store_raw = env.get("QOBS_STORE", DEFAULT_STORE).strip()
     store = None if store_raw.lower() in _STORE_OFF else store_raw
     traces_endpoint = _endpoint(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

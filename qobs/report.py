@@ -55,7 +55,8 @@ def _run_end(run: dict[str, Any]) -> list[str]:
     """How the run ended, when that is the first thing to know: it failed or was interrupted."""
     status, code = run.get("status"), run.get("exit_code")
     if status in ("failed", "interrupted"):
-        return [f"the run {status}" + (f" (exit code {code})" if code not in (None, 0) else "")]
+        return [f"the run {'was interrupted' if status == 'interrupted' else 'failed'}"
+                + (f" (exit code {code})" if code not in (None, 0) else "")]
     return []
 
 
