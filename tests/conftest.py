@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without qobs's and OpenTelemetry's settings, one OpenMP thread, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_python(*args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``clean_env(**env)``, output captured as text."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=clean_env(**env),
+                          timeout=timeout)
 
 
 def _missing(what: str, how: str) -> None:

@@ -22,6 +22,7 @@ from qiskit_aer import AerSimulator
 import qobs
 from qobs import telemetry
 from tests.adapters.test_qiskit_jobs import ansatz
+from tests.conftest import run_python
 
 _exporter = InMemorySpanExporter()
 
@@ -124,13 +125,8 @@ print(json.dumps([{"name": s.name, "trace": f"{s.context.trace_id:032x}", "span"
 
 def _env_spans(traceparent: str) -> list[dict]:
     import json
-    import os
-    import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env.update(TRACEPARENT=traceparent, TRACESTATE="ci=1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", _ENV_TRACE], capture_output=True, text=True, env=env, timeout=180)
+    r = run_python("-c", _ENV_TRACE, timeout=180, TRACEPARENT=traceparent, TRACESTATE="ci=1")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -194,16 +190,11 @@ def test_a_provider_the_program_makes_under_qobs_run_gets_every_job_span_before_
     """The SDK shuts a tracer provider down at exit (atexit, in reverse order of registration). Made after
     qobs started, it used to shut down before qobs ended the spans of the last jobs: 18 of 20 were dropped,
     each with an "already shutdown" warning."""
-    import os
-    import subprocess
     import sys
 
     script = tmp_path / "train.py"
     script.write_text(_OWN_PROVIDER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env.update(QOBS_STORE="off", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--", sys.executable, str(script)],
-                       capture_output=True, text=True, env=env, timeout=180)
+    r = run_python("-m", "qobs.cli", "run", "--", sys.executable, str(script), timeout=180, QOBS_STORE="off")
     assert r.returncode == 0, r.stderr
     assert "shutdown" not in r.stderr.lower(), r.stderr
     assert r.stdout.split() == ["exported", "21"]  # every job's span, the unresulted one too
@@ -252,16 +243,10 @@ def test_exit_work_is_done_once_in_the_run_that_owns_the_jobs(tmp_path):
     """Recording the last jobs before the program's tracer provider shuts down must not move qobs's exit
     hook ahead of the program's own atexit work (whose job belongs to the run, not to a second one), nor
     make a forked child record its parent's jobs again."""
-    import os
     import sqlite3
-    import subprocess
-    import sys
 
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    r = subprocess.run([sys.executable, "-c", _EXIT_ORDER, str(store)], capture_output=True, text=True, env=env,
-                       timeout=180)
+    r = run_python("-c", _EXIT_ORDER, str(store), timeout=180)
     assert r.returncode == 0, r.stderr
     conn = sqlite3.connect(store)
     (run,) = [r for (r,) in conn.execute("SELECT run_id FROM runs")]  # a forked child records into its parent's

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import clean_env
+
 QOBS = [sys.executable, "-m", "qobs.cli"]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env.update(extra)
-    return env
+_env = clean_env
 
 
 def qobs(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import sys
+
+from tests.conftest import run_python
 
 _HELD_AT_FORK = """
 import multiprocessing, sys, threading
@@ -65,10 +65,7 @@ def test_a_child_forked_while_other_threads_hold_qobs_locks_records_its_job(tmp_
     child's copies are fresh (qobs._forksafe), so its job is recorded; before, its first update of the jobs
     series waited for ever on the copy of the lock the scrape held."""
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    r = subprocess.run([sys.executable, "-c", _HELD_AT_FORK, str(store)], capture_output=True, text=True, env=env,
-                       timeout=240)
+    r = run_python("-c", _HELD_AT_FORK, str(store))
     assert r.returncode == 0, r.stderr
     assert "child exit 0" in r.stdout, (r.stdout, r.stderr[-2000:])
     shots = sorted(s for (s,) in sqlite3.connect(store).execute("SELECT shots FROM jobs"))
@@ -100,12 +97,10 @@ def test_jobs_of_pool_workers_terminated_by_the_with_block_are_recorded(tmp_path
     there): each task's jobs are committed before its result goes back."""
     script = tmp_path / "pool.py"
     script.write_text(_POOL)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    env["OMP_NUM_THREADS"] = "1"
     for method in ("fork", "spawn"):
         store = tmp_path / f"{method}.db"
-        r = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--store", str(store), "--", sys.executable,
-                            str(script), method], capture_output=True, text=True, env=env, timeout=300)
+        r = run_python("-m", "qobs.cli", "run", "--store", str(store), "--", sys.executable, str(script), method,
+                       timeout=300)
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == ["10", "[11,", "12,", "13,", "14]"], r.stdout
         shots = sorted(s for (s,) in sqlite3.connect(store).execute("SELECT shots FROM jobs"))
@@ -117,6 +112,5 @@ def test_uninstrument_gives_the_pool_worker_back(tmp_path):
     code = (f"import multiprocessing.pool as pool, qobs; orig = pool.worker; qobs.configure(store={store!r});"
             " qobs.instrument(); wrapped = pool.worker is not orig; qobs.uninstrument();"
             " print(wrapped, pool.worker is orig)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    r = run_python("-c", code, timeout=120)
     assert r.stdout.split() == ["True", "True"], (r.stdout, r.stderr)
