@@ -174,10 +174,10 @@ def _check_runnable(program: str) -> None:
 
     if not program:
         raise CommandError("no command to run: qobs run -- python train.py", 127)
-    if program.startswith("-") and shutil.which(program) is None:
-        raise QobsError(f"no such option: {program} (the command goes after --: qobs run -- python train.py)")
     if shutil.which(program) is not None:
         return
+    if program.startswith("-"):
+        raise QobsError(f"no such option: {program} (the command goes after --: qobs run -- python train.py)")
     if os.sep in program and Path(program).exists():
         what = "a directory" if Path(program).is_dir() else "not executable"
         raise CommandError(f"cannot run {program}: {what}", 126)
@@ -191,10 +191,11 @@ def _check_feature_files(s: Any) -> None:
     if s.adapters:
         from qobs.instrumentation import discover
 
-        unknown = sorted(set(s.adapters) - set(discover()))
+        installed = sorted(discover())
+        unknown = sorted(set(s.adapters) - set(installed))
         if unknown:
             raise QobsError(f"QOBS_ADAPTERS: no adapter named {unknown[0]!r} "
-                            f"(installed: {', '.join(sorted(discover())) or 'none'})")
+                            f"(installed: {', '.join(installed) or 'none'})")
     if s.budgets:
         from qobs import budgets
 
@@ -233,8 +234,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
         if siginfo:
             signal.pthread_sigmask(signal.SIG_BLOCK, waited)  # from here on they wait for sigtimedwait
     finally:
-        for sig, handler in held.items():  # None: a handler installed from C, which Python cannot restore
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _restore_handlers(held)
     for sig in early:
         proc.send_signal(sig)
     if not siginfo:  # no siginfo here: pass everything on
@@ -242,8 +242,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
         try:
             return proc.wait()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            _restore_handlers(previous)
     try:
         while proc.poll() is None:
             info = signal.sigtimedwait(waited, 1.0)  # the program's end wakes it (SIGCHLD)
@@ -254,6 +253,11 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return proc.returncode
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():  # None: a handler installed from C, which Python cannot restore
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _die_like_the_child(sig: int) -> None:

@@ -160,16 +160,20 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
             rt.tracing.shutdown(final=final)
 
 
-def flush(timeout: float = 5.0) -> None:
+def flush(timeout: float = 5.0, *, wait_for_lock: bool = True) -> None:
     """Record jobs handed over so far and commit queued store rows now (tests and CLI use it; the
-    recorder and the writer also run on their own)."""
+    recorder and the writer also run on their own). Without ``wait_for_lock``, rows that find the store
+    locked by another process go back to the writer thread instead of waiting for it."""
     from qobs import telemetry
 
     with contained("recorder"):
         telemetry.drain()
     rt = _rt
     if rt is not None and rt.writer is not None:
-        rt.writer.flush(timeout)
+        if wait_for_lock:
+            rt.writer.flush(timeout)
+        else:
+            rt.writer.commit_now()
 
 
 _hooks_installed = False
@@ -286,15 +290,9 @@ class _CommitBeforeResult:
         self._queue = queue
 
     def put(self, obj: Any) -> None:
-        rt = _rt
-        if rt is not None:
-            from qobs import telemetry
-
-            with contained("recorder"):
-                telemetry.drain()
-            if rt.writer is not None:
-                with contained("store"):
-                    rt.writer.commit_now()  # a store another process holds locked does not stall the task
+        if _rt is not None:
+            with contained("store"):
+                flush(wait_for_lock=False)  # a store another process holds locked does not stall the task
         self._queue.put(obj)
 
     def __getattr__(self, name: str) -> Any:

@@ -107,12 +107,11 @@ def check_cmd(slo_file: str | None, out_dir: str) -> None:
     """Validate the SLO file; exit 1 when DIR differs from what `qobs alerts build` would write."""
     files = render(slo_file, out_dir)
     out = Path(out_dir)
+    cmd = "qobs alerts build" + (f" --slo {slo_file}" if slo_file else "") + f" -o {out_dir}"
     if not out.is_dir():
-        cmd = "qobs alerts build" + (f" --slo {slo_file}" if slo_file else "") + f" -o {out_dir}"
         raise click.ClickException(f"{out_dir}/ does not exist; run `{cmd}`")
     stale = [rel for rel, text in files.items() if not (out / rel).exists() or (out / rel).read_text() != text]
     stale += stale_files(out, files, _source(slo_file, out_dir))
     if stale:
-        cmd = "qobs alerts build" + (f" --slo {slo_file}" if slo_file else "") + f" -o {out_dir}"
         raise click.ClickException(f"{out_dir}/ is out of date ({', '.join(stale)}); run `{cmd}`")
     click.echo(f"{out_dir}/ is up to date ({len(files)} files)")
