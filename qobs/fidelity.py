@@ -403,13 +403,19 @@ def wants_result(record: Any) -> bool:
     return draw
 
 
+wants_result.skips_noiseless = True  # type: ignore[attr-defined]  # never wants a noiseless job (lean_possible)
+
+
 def _noiseless(record: Any) -> bool:
-    """Whether the job ran on an ideal simulator: Qiskit's reference primitives and BasicSimulator, or
-    Aer without a noise model."""
-    if record.simulator is not True:
+    return noiseless(record.simulator, record.provider, record.context.get(CTX_BACKEND))
+
+
+def noiseless(simulator: bool | None, provider: str, backend: Any) -> bool:
+    """Whether a job ran on an ideal simulator: Qiskit's reference primitives and BasicSimulator, or
+    Aer without a noise model (``backend``: the backend object, None for the reference primitives)."""
+    if simulator is not True:
         return False
-    backend = record.context.get(CTX_BACKEND)
-    if record.provider == "qiskit":  # the reference primitives and BasicSimulator; not fake (noisy) backends
+    if provider == "qiskit":  # the reference primitives and BasicSimulator; not fake (noisy) backends
         return backend is None or type(backend).__name__ == "BasicSimulator"
     if backend is None or not type(backend).__module__.startswith("qiskit_aer"):
         return False

@@ -314,7 +314,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         # (context, handle, prepare, whether prepare may block on the network)
-        self._q: deque[tuple[Any, JobHandle, Callable[[JobHandle], None] | None, bool]] = deque()
+        self._q: deque[tuple[Any, JobHandle | None, Callable[..., Any] | None, bool]] = deque()
         self._lock = threading.RLock()  # one drainer at a time; a listener may drain again (reentrant)
         self._busy = False  # a drainer holds jobs taken off the queue and not yet recorded
         self._wake = threading.Event()
@@ -323,7 +323,7 @@ class _Recorder:
         self._last = time.monotonic()
         self._late_after = 4 * self.INTERVAL_S + 0.05
 
-    def submit(self, ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None,
+    def submit(self, ctx: Any, handle: JobHandle | None, prepare: Callable[..., Any] | None,
                may_block: bool = False) -> None:
         q = self._q
         q.append((ctx, handle, prepare, may_block))
@@ -385,9 +385,14 @@ class _Recorder:
         self._last = time.monotonic()
 
 
-def _finish_now(ctx: Any, handle: JobHandle, prepare: Callable[[JobHandle], None] | None) -> None:
+def _finish_now(ctx: Any, handle: JobHandle | None, prepare: Callable[..., Any] | None) -> None:
     try:
-        if prepare is not None:
+        if handle is None:  # ``record_later``: the record is made here, and the end hooks run here
+            handle = prepare() if prepare is not None else None
+            if handle is None:
+                return
+            _run_end_hooks(handle.record)
+        elif prepare is not None:
             try:
                 prepare(handle)
             except Exception as exc:  # noqa: BLE001
@@ -430,12 +435,38 @@ def finish_job_later(handle: JobHandle, prepare: Callable[[JobHandle], None] | N
         return
     if handle.t_end is None:
         handle.t_end = time.perf_counter()
-    for hook in _end_hooks:  # what must be read as the job ends, not when it is recorded
+    _run_end_hooks(handle.record)  # what must be read as the job ends, not when it is recorded
+    _recorder.submit(ctx, handle, prepare, may_block)
+
+
+def record_later(make: Callable[[], JobHandle | None], ctx: Any | None = None) -> None:
+    """Record a finished job whose record ``make()`` builds on the recorder's thread, in ``ctx``'s listeners'
+    context; the end hooks run there too. The lean lane of adapters: for jobs whose end-of-job facts cannot
+    change between the job's end and its recording (``lean_possible``), the user's thread only queues them."""
+    _recorder.submit(ctx, None, make)
+
+
+def lean_possible() -> bool:
+    """Whether a job of an ideal (noiseless) simulator may take an adapter's lean lane now: no submit guard
+    wants to see it, no span can record it, nothing will read its result (no opt-in recording, and only
+    result wanters marked ``skips_noiseless``). Checked per job: budgets and settings may change."""
+    if _guards and guards_wanted():
+        return False
+    for fn in _result_wanters:
+        if not getattr(fn, "skips_noiseless", False):
+            return False
+    rt = runtime.current()
+    if rt is None or rt.settings.record_parameters or rt.settings.record_results:
+        return False
+    return not tracing_possible()
+
+
+def _run_end_hooks(record: JobRecord) -> None:
+    for hook in _end_hooks:
         try:
-            hook(handle.record)
+            hook(record)
         except Exception as exc:  # noqa: BLE001
             report_internal("end_hook", exc)
-    _recorder.submit(ctx, handle, prepare, may_block)
 
 
 def hand_over(handle: JobHandle, read: Callable[[JobHandle, bool], None], ctx: Any | None = None, *,

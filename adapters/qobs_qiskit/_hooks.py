@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from qobs import _forksafe, runtime, telemetry
+from qobs._context import CURRENT_MODEL
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
 from qobs.telemetry import (
@@ -33,6 +34,7 @@ from qobs.telemetry import (
     CTX_RESULT,
     CircuitStats,
     JobHandle,
+    JobRecord,
     SubmissionRefused,
     SubmitRequest,
 )
@@ -83,6 +85,7 @@ class _State:
 
 _state = _State()
 _pending: dict[int, _Tracker] = {}
+_lean: dict[int, _Lean] = {}  # id(job) -> its lean-lane entry, until its result() or the finisher records it
 
 
 def reset() -> None:
@@ -92,6 +95,8 @@ def reset() -> None:
     _state = _State()
     _state.generation = gen
     _pending.clear()
+    _lean.clear()
+    _lean_types.clear()
 
 
 # --- installation -------------------------------------------------------------------------------
@@ -751,7 +756,8 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
 
 
 def _scoped(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any],
-            tracker: _Tracker | None) -> Any:
+            tracker: _Tracker | _Lean | None) -> Any:
+    """Call the SDK's ``run`` inside the scope (nested calls pass through), then track the job."""
     tls = _tls
     prev = tls.current
     tls.depth += 1
@@ -760,14 +766,17 @@ def _scoped(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str
         job = orig(target, *args, **kwargs)
     except BaseException as exc:
         with _contained:
-            _submission_failed(tracker, exc)
+            _submission_failed(_as_tracker(tracker) if type(tracker) is _Lean else tracker, exc)
         raise
     finally:
         tls.depth -= 1
         tls.current = prev
     if tracker is not None:
         try:
-            _track(job, tracker)
+            if type(tracker) is _Lean:
+                _lean_track(job, tracker)
+            else:
+                _track(job, tracker)
         except Exception as exc:  # noqa: BLE001
             report_internal(COMPONENT, exc)
     return job
@@ -784,7 +793,14 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             elif not args and "pubs" in kwargs and not isinstance(kwargs["pubs"], (list, tuple)):
                 kwargs["pubs"] = list(kwargs["pubs"])
             pubs = args[0] if args else kwargs.get("pubs", [])
-            return _observe(orig, self, kind, args, kwargs, lambda: _describe_primitive(self, kind, pubs, kwargs))
+            try:
+                desc = _describe_primitive(self, kind, pubs, kwargs)
+                if desc.shaped is not None and desc.simulator is True and _lean_ok(desc):
+                    return _lean_run(orig, self, args, kwargs, desc)
+            except Exception as exc:  # noqa: BLE001
+                report_internal(COMPONENT, exc)
+                desc = None
+            return _observe(orig, self, kind, args, kwargs, lambda: desc)
 
         return run
 
@@ -797,13 +813,19 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         if _tls.depth:
             return orig(self, *args, **kwargs)
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
+        try:
+            desc = _describe_backend_run(self, run_input, kwargs)
+            if desc.shaped is not None and desc.simulator is True and _lean_ok(desc):
+                return _lean_run(orig, self, args, kwargs, desc)
+        except Exception as exc:  # noqa: BLE001
+            report_internal(COMPONENT, exc)
+            desc = None
 
         def call(target: Any, *a: Any, **k: Any) -> Any:
             # A fallback backend of another class runs through its own class's run (passes through: nested).
             return orig(target, *a, **k) if target is self else type(target).run(target, *a, **k)
 
-        return _observe(call, self, "backend_run", args, kwargs,
-                        lambda: _describe_backend_run(self, run_input, kwargs))
+        return _observe(call, self, "backend_run", args, kwargs, lambda: desc)
 
     return run
 
@@ -921,6 +943,177 @@ def _from_future(tracker: _Tracker, fut: Future) -> None:
         _release(tracker)
 
 
+# --- the lean lane ------------------------------------------------------------------------------
+class _Lean:
+    """A repeated job of an ideal simulator when ``telemetry.lean_possible()`` (no guard, no span, nothing
+    reads its result). The user's thread keeps the job and its clock, and reads the result's few figures at
+    ``result()``; the job's record is made and recorded on the recorder's thread (``telemetry.record_later``).
+    A job whose ``result()`` is not called within the finisher's grace is read from its future there."""
+
+    __slots__ = ("ctx", "desc", "gen", "job", "t0", "t_done", "t_end", "t_run")
+
+    def __init__(self, desc: _Desc, t0: float) -> None:
+        self.desc, self.t0 = desc, t0
+        self.job: Any = None
+        self.gen = _state.generation
+        self.t_run: float | None = None   # the job's function ran from here (PrimitiveJob, ``_make_submit``)
+        self.t_end: float | None = None   # to here
+        self.t_done: float | None = None  # its future completed
+        self.ctx: Any = contextvars.copy_context()
+
+    def done(self, fut: Future) -> None:
+        """The job's future completed (on the SDK's thread): a cancellation is recorded now, the rest is left
+        to ``result()`` or, after its grace, the finisher's scan of ``_lean``."""
+        self.t_done = time.perf_counter()
+        if fut.cancelled():
+            with _contained:
+                _lean_late(self)
+
+
+class _Figures:
+    """What a lean job's outcome said (``_outcome`` reads into it as into a record), read as it ends so that
+    the SDK's objects can go at once."""
+
+    status = "ok"
+    error_type: str | None = None
+    shots: int | None = None
+    execution_s: float | None = None
+    queue_s: float | None = None
+    duration_s: float | None = None
+    job_id: str | None = None
+    session_id: str | None = None
+
+    def __init__(self, circuits: int) -> None:
+        self.circuits = circuits
+
+    @property
+    def record(self) -> _Figures:  # ``_outcome`` reads into ``handle.record``
+        return self
+
+
+def _lean_ok(desc: _Desc) -> bool:
+    """Whether a job of ``desc``, a description seen before (its shapes are known) of a simulator, takes the
+    lean lane: an ideal simulator, and nothing wants more than the lean lane records."""
+    global _noiseless_fn
+    if _noiseless_fn is None:
+        from qobs.fidelity import noiseless
+
+        _noiseless_fn = noiseless
+    return telemetry.lean_possible() and _noiseless_fn(desc.simulator, desc.provider, desc.backend_obj)
+
+
+_noiseless_fn: Callable[[bool | None, str, Any], bool] | None = None
+
+
+def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any], desc: _Desc) -> Any:
+    return _scoped(orig, target, args, kwargs, _Lean(desc, time.perf_counter()))
+
+
+def _lean_track(job: Any, entry: _Lean) -> None:
+    fut = getattr(job, "_future", None)
+    if isinstance(fut, Future) and _lean_type(type(job)):
+        entry.job = job
+        _lean[id(job)] = entry
+        fut.add_done_callback(entry.done)
+    else:  # a job without a future to watch, or one whose reading may block: the usual path
+        tracker = _as_tracker(entry)
+        tracker.t_run, tracker.t_end = entry.t_run, entry.t_end
+        _track(job, tracker)
+
+
+_lean_types: dict[type, bool] = {}
+
+
+def _lean_type(cls: type) -> bool:
+    """Whether jobs of ``cls`` can take the lean lane: reading them cannot block (``_may_block``). Their
+    ``result()`` is hooked on the first one."""
+    ok = _lean_types.get(cls)
+    if ok is None:
+        ok = not _may_block(cls)
+        if ok:
+            _ensure_result_hook(cls)
+            _finisher()  # its scan records the jobs whose result() is not called
+        _lean_types[cls] = ok
+    return ok
+
+
+def _as_tracker(entry: _Lean) -> _Tracker:
+    """A lean entry's job on the usual path, as if it had been started there."""
+    h = _start(entry.desc)
+    h.t0 = entry.t0
+    tracker = _Tracker(h, entry.desc)
+    tracker.ctx = entry.ctx
+    return tracker
+
+
+def _lean_result(orig: Callable[..., Any], job: Any, entry: _Lean, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """``job.result()`` of a lean job (taken off ``_lean`` by the caller: nobody else will record it)."""
+    try:
+        out = orig(job, *args, **kwargs)
+    except BaseException:
+        with _contained:
+            fut = job._future
+            if fut.done():
+                _lean_settle(entry, fut)
+            elif entry.gen == _state.generation:  # a timeout: the job goes on
+                _lean[id(job)] = entry
+        raise
+    try:
+        desc = entry.desc
+        fig = _Figures(desc.circuits)
+        if desc.operation == "backend_run":
+            _read_backend_result(fig, desc, out, False)
+        else:
+            _read_primitive_result(fig, desc, out, False)
+        _read_job(fig, job, entry.t_run, entry.t_end)
+        _lean_submit(entry, fig)
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
+    return out
+
+
+def _lean_late(entry: _Lean) -> None:
+    """Record a lean job from its future (cancelled, or its result() not called), unless someone has."""
+    job = entry.job
+    if job is None or entry.gen != _state.generation or _lean.pop(id(job), None) is not entry:
+        return
+    _lean_settle(entry, job._future)
+
+
+def _lean_settle(entry: _Lean, fut: Future) -> None:
+    fig = _Figures(entry.desc.circuits)
+    desc, job = entry.desc, entry.job
+    if fut.cancelled():
+        _outcome(desc, job, entry.t_run, entry.t_end, None, None, True, False, fig, False)  # type: ignore[arg-type]
+    elif fut.exception() is not None:
+        _outcome(desc, job, entry.t_run, entry.t_end, None, fut.exception(), False, False, fig, False)  # type: ignore[arg-type]
+    else:
+        _outcome(desc, job, entry.t_run, entry.t_end, fut.result(), None, False, False, fig, False)  # type: ignore[arg-type]
+    _lean_submit(entry, fig)
+
+
+def _lean_submit(entry: _Lean, fig: _Figures) -> None:
+    end = entry.t_done if entry.t_done is not None else entry.t_end
+    t_end = end if end is not None else time.perf_counter()
+    entry.job = None  # the job (its future, its result) goes now
+    telemetry.record_later(functools.partial(_lean_record, entry.desc, entry.t0, t_end, fig, entry.ctx), entry.ctx)
+
+
+def _lean_record(desc: _Desc, t0: float, t_end: float, fig: _Figures, ctx: Any) -> JobHandle:
+    """On the recorder's thread: the job's record, as ``_start`` and ``_outcome`` would have made it."""
+    rec = JobRecord(operation=desc.operation, backend=desc.backend, provider=desc.provider, circuits=fig.circuits,
+                    bindings=desc.bindings, shots_requested=desc.shots_req, precision=desc.precision,
+                    simulator=desc.simulator, session_id=fig.session_id or desc.session_id,
+                    model=ctx.get(CURRENT_MODEL), started_at=time.time() - (time.perf_counter() - t0),
+                    status=fig.status, error_type=fig.error_type, shots=fig.shots, execution_s=fig.execution_s,
+                    queue_s=fig.queue_s, duration_s=fig.duration_s, job_id=fig.job_id)
+    rec.context[CTX_BACKEND] = desc.backend_obj
+    _shapes(desc, rec)
+    h = JobHandle(rec, None, t0)
+    h.t_end = t_end
+    return h
+
+
 class _Finisher:
     """Records completed jobs whose ``result()`` was not called within ``GRACE_S``."""
 
@@ -940,6 +1133,11 @@ class _Finisher:
             self.run_due(time.perf_counter() - self.GRACE_S)
 
     def run_due(self, before: float) -> None:
+        if _lean:  # lean jobs whose future completed before ``before`` and whose result() nobody called
+            for e in list(_lean.values()):
+                if e.t_done is not None and e.t_done <= before:
+                    with _contained:
+                        _lean_late(e)
         q = self._q
         while q and (q[0].t_done or 0.0) <= before:
             t = q.popleft()
@@ -977,6 +1175,10 @@ def _ensure_result_hook(cls: type) -> None:
 def _make_result(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def result(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _lean:
+            entry = _lean.pop(id(self), None)
+            if entry is not None:
+                return _lean_result(orig, self, entry, args, kwargs)
         tracker = _pending.get(id(self)) if _pending else None
         if tracker is None or tracker.job is not self:
             return orig(self, *args, **kwargs)
@@ -1318,6 +1520,7 @@ def _forked_child() -> None:
     global _the_finisher, _the_poller, _finisher_lock
     _the_finisher = _the_poller = None
     _finisher_lock = threading.Lock()
+    _lean_types.clear()  # so that the child's first lean job starts the child's finisher
     _forksafe.renew_attr(_state, "lock")  # a poller's or finisher's hand-over may have held it
 
 

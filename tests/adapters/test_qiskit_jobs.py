@@ -413,3 +413,137 @@ def test_a_repeated_job_described_once_still_sees_what_changed(qobs_run):
     assert [r["shots"] for r in rows] == [100, 100, 200, 200, 200, 64, 64, 32]
     assert [r["depth"] for r in rows[:5]] == [qc.depth()] * 4 + [grown.depth()]
     assert grown.depth() > qc.depth()
+
+
+@pytest.fixture
+def untraced(monkeypatch):
+    """A process without a tracer provider, as a program that never sets one (an earlier test in this process
+    may have set the global one, which OpenTelemetry lets be set once): jobs may take the lean lane."""
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    assert not telemetry.tracing_possible()
+
+
+def _lean_workload(sim: AerSimulator, sampler: AerSampler, sv: StatevectorSampler, circ: QuantumCircuit,
+                   seen: list) -> None:
+    """Repeated jobs of ideal simulators, one in a training step; ``seen`` gets whether each job was on the
+    lean lane between its run() and its result()."""
+    from qobs_qiskit import _hooks
+
+    from qobs import training
+
+    for i in range(4):
+        j = sim.run(circ, shots=50 + 0 * i)
+        seen.append(id(j) in _hooks._lean)
+        j.result()
+    for _ in range(3):
+        j = sampler.run([circ], shots=40)
+        seen.append(id(j) in _hooks._lean)
+        j.result()
+    with training.step(model="lean-model", step=1):
+        for _ in range(3):
+            j = sv.run([circ], shots=30)
+            seen.append(id(j) in _hooks._lean)
+            j.result()
+
+
+def test_repeated_jobs_of_an_ideal_simulator_record_what_the_full_path_records(qobs_run, untraced):
+    """Repeated jobs of an ideal simulator with nothing wanting more (no guard, no span, no opt-in recording)
+    take the lean lane: their record is made on the recorder's thread. The same workload with a pass-through
+    submit guard (which sends every job the full way) must record the same rows and the same listener
+    records, timings and ids aside."""
+    records: list = []
+
+    def listener(rec) -> None:
+        records.append((rec.operation, rec.backend, rec.provider, rec.status, rec.circuits, rec.bindings, rec.shots,
+                        rec.shots_requested, rec.simulator, rec.model, [(s.width, s.depth, s.two_qubit_gates)
+                                                                        for s in rec.stats],
+                        type(rec.context.get(telemetry.CTX_BACKEND)).__name__, rec.job_id is not None,
+                        rec.execution_s is not None, rec.duration_s > 0))
+
+    telemetry.add_job_listener(listener)
+    try:
+        sim = aer()
+        circ = transpile(ansatz().assign_parameters(np.linspace(0.1, 0.6, 6)), sim)
+        sampler, sv = AerSampler(seed=3), StatevectorSampler(seed=3)
+        lean_seen: list[bool] = []
+        _lean_workload(sim, sampler, sv, circ, lean_seen)
+        lean_rows = jobs_rows(qobs_run)
+        lean_records = list(records)
+
+        def let_through(request):
+            return None
+
+        telemetry.add_submit_guard(let_through)
+        try:
+            records.clear()
+            full_seen: list[bool] = []
+            _lean_workload(sim, sampler, sv, circ, full_seen)
+            full_rows = jobs_rows(qobs_run)[len(lean_rows):]
+        finally:
+            telemetry.remove_submit_guard(let_through)
+    finally:
+        telemetry.remove_job_listener(listener)
+    # each description's first job goes the full way; the repeats take the lean lane, and none with a guard
+    assert lean_seen == [False, True, True, True, False, True, True, False, True, True]
+    assert full_seen == [False] * 10
+    varying = {"id", "ts", "duration_s", "execution_s", "queue_s", "job_id", "transpile_s"}
+    def strip(rows):
+        return [{k: r[k] for k in r.keys() if k not in varying} for r in rows]
+    assert strip(lean_rows) == strip(full_rows)
+    assert lean_records == records
+    assert [r[6] for r in lean_records] == [50] * 4 + [40] * 3 + [30] * 3  # shots, from the results
+    assert [r[9] for r in lean_records] == [None] * 7 + ["lean-model"] * 3
+    assert all(r["job_id"] for r in lean_rows) and all(r["execution_s"] is not None for r in lean_rows)
+    assert lean_records[1][10] == [(circ.num_qubits, circ.depth(), two_qubit(circ))]
+
+
+def test_lean_jobs_cancelled_failed_timed_out_or_never_resulted_are_recorded_once(qobs_run, metric, untraced):
+    """The lean lane's other endings: a cancelled job (recorded as it is cancelled), a job whose result() is
+    never called (recorded by the finisher's scan), a result() that times out while the job runs (the job
+    goes on and is recorded once when it ends), and a job whose run fails on the simulator's thread."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from qiskit.circuit import Gate
+    from qiskit.exceptions import QiskitError
+    from qiskit_aer.jobs import utils as aer_jobs
+    from qobs_qiskit import _hooks
+
+    sim = AerSimulator(max_parallel_threads=1)
+    qc = transpile(ansatz().assign_parameters([0.2] * 6), sim)
+    sim.run(qc, shots=10).result()  # the description's first job: the repeats below are lean
+    gate = threading.Event()
+    aer_jobs.DEFAULT_EXECUTOR.submit(gate.wait, 30)  # occupies Aer's only job worker
+    timed_out = sim.run(qc, shots=10)
+    cancelled = sim.run(qc, shots=10)
+    never = sim.run(qc, shots=10)
+    assert {id(j) for j in (timed_out, cancelled, never)} <= set(_hooks._lean)
+    labels = {"backend": "aer_simulator", "provider": "aer", "operation": "backend_run"}
+    c0, ok0 = metric("qobs_jobs_total", status="cancelled", **labels), metric("qobs_jobs_total", status="ok", **labels)
+    with pytest.raises(FutureTimeout):
+        timed_out.result(timeout=0.01)
+    assert cancelled.cancel()
+    assert metric("qobs_jobs_total", status="cancelled", **labels) - c0 == 1
+    gate.set()
+    assert sum(timed_out.result().get_counts().values()) == 10
+    deadline = time.monotonic() + 30
+    while metric("qobs_jobs_total", status="ok", **labels) - ok0 < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert never.status().name == "DONE"
+    # an ideal simulator failing while it runs: an opaque gate the statevector cannot apply
+    opaque = QuantumCircuit(1)
+    opaque.append(Gate("opaque", 1, []), [0])
+    opaque.measure_all()
+    sv = StatevectorSampler()
+    for _ in range(2):  # the second is lean
+        job = sv.run([opaque])
+        with pytest.raises(QiskitError):
+            job.result()
+    rows = jobs_rows(qobs_run)
+    assert sorted((r["operation"], r["status"], r["shots"], r["error_type"]) for r in rows) == [
+        ("backend_run", "cancelled", None, None)] + [("backend_run", "ok", 10, None)] * 3 + [
+        ("sampler", "error", None, "QiskitError")] * 2
+    assert {r["job_id"] for r in rows if r["status"] == "ok"} >= {timed_out.job_id(), never.job_id()}
+    assert metric("qobs_jobs_total", status="ok", **labels) - ok0 == 2
+    assert not _hooks._lean
