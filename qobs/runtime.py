@@ -134,12 +134,12 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
     if rt is None or rt._ended:
         return
     rt._ended = True
-    final = status or ("failed" if rt.status == "failed" else "interrupted" if rt.status == "interrupted"
+    ended = status or ("failed" if rt.status == "failed" else "interrupted" if rt.status == "interrupted"
                        else "finished")
     if rt.writer is not None:
         with contained("store"):
             if rt.owner:
-                row: dict[str, Any] = {"run_id": rt.run_id, "ended_at": time.time(), "status": final}
+                row: dict[str, Any] = {"run_id": rt.run_id, "ended_at": time.time(), "status": ended}
                 if exit_code is not None:
                     row["exit_code"] = exit_code
                 rt.writer.update_run(row)

@@ -27,6 +27,7 @@ class Received:
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.metric_names: set[str] = set()
+        self.metric_points: list[tuple[str, dict[str, Any]]] = []  # (metric name, data point attributes)
         self.resources: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.event = threading.Event()
@@ -51,6 +52,10 @@ class Received:
             for rm in req.resource_metrics:
                 for sm in rm.scope_metrics:
                     self.metric_names.update(m.name for m in sm.metrics)
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for dp in getattr(getattr(m, kind), "data_points", []) if kind else []:
+                            self.metric_points.append((m.name, {a.key: _value(a.value) for a in dp.attributes}))
         self.event.set()
 
 

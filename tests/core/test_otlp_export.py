@@ -114,16 +114,19 @@ RESTART = textwrap.dedent("""
 """)
 
 
-def test_spans_keep_flowing_after_the_pipeline_restarts(tmp_path: Path) -> None:
-    """A process sets its global tracer provider once: a restart must reuse ours, not a shut-down one."""
+def test_spans_and_metrics_keep_flowing_after_the_pipeline_restarts(tmp_path: Path) -> None:
+    """A process sets its global tracer and meter providers once: a restart must reuse ours, not shut-down ones."""
     receiver = HttpReceiver()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QOBS_"))}
         env.update(QOBS_STORE=str(tmp_path / "runs.db"), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_METRICS_EXPORTER="otlp")
         proc = subprocess.run([sys.executable, "-c", RESTART], env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
     finally:
         receiver.stop()
     names = sorted(s["name"] for s in receiver.got.spans)
     assert names == sorted(Span.job("sampler", b) for b in ("before", "after_configure", "after_reinstrument"))
+    # and so must OTLP metrics: a restart used to shut the meter provider down, so later jobs were never exported
+    backends = {attrs.get("backend") for name, attrs in receiver.got.metric_points if name == "qobs_jobs_total"}
+    assert {"before", "after_configure", "after_reinstrument"} <= backends
