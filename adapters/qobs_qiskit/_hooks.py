@@ -1521,6 +1521,7 @@ def _forked_child() -> None:
     _the_finisher = _the_poller = None
     _finisher_lock = threading.Lock()
     _lean_types.clear()  # so that the child's first lean job starts the child's finisher
+    _lean.clear()  # the parent's jobs: the parent records them (the child's finisher would record them again)
     _forksafe.renew_attr(_state, "lock")  # a poller's or finisher's hand-over may have held it
 
 

@@ -7,20 +7,25 @@ import sys
 
 from tests.conftest import run_python
 
-_HELD_AT_FORK = """
-import multiprocessing, sys, threading
-import qobs
-from qobs import calibration, fidelity, metrics
-qobs.configure(store=sys.argv[1], fidelity_sample=0.5)
-qobs.instrument()
-from qiskit import QuantumCircuit
+_BELL = """
+from qiskit import QuantumCircuit, transpile
 from qiskit_aer import AerSimulator
 qc = QuantumCircuit(2)
 qc.h(0)
 qc.cx(0, 1)
 qc.measure_all()
 sim = AerSimulator(seed_simulator=1)
+qc = transpile(qc, sim)
 sim.run(qc, shots=100).result()
+"""
+
+_HELD_AT_FORK = """
+import multiprocessing, sys, threading
+import qobs
+from qobs import calibration, fidelity, metrics
+qobs.configure(store=sys.argv[1], fidelity_sample=0.5)
+qobs.instrument()
+""" + _BELL + """
 qobs.flush()
 
 # Locks qobs's background threads take, held by another thread of the parent as it forks: a Prometheus
@@ -114,3 +119,40 @@ def test_uninstrument_gives_the_pool_worker_back(tmp_path):
             " print(wrapped, pool.worker is orig)")
     r = run_python("-c", code, timeout=120)
     assert r.stdout.split() == ["True", "True"], (r.stdout, r.stderr)
+
+
+_LEAN_AT_FORK = """
+import multiprocessing, sys, time
+import qobs
+qobs.configure(store=sys.argv[1])
+qobs.instrument()
+""" + _BELL + """
+job = sim.run(qc, shots=100)  # a repeat: on the lean lane until its result() or the finisher's scan
+while not job.done():
+    time.sleep(0.001)
+
+
+def child():
+    sim.run(qc, shots=7).result()  # the child's first lean job starts the child's own finisher
+    sim.run(qc, shots=7).result()
+    time.sleep(0.5)  # several of its scans
+    qobs.flush()
+
+
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join(60)
+print("child exit", p.exitcode)
+job.result()
+"""
+
+
+def test_a_forked_child_does_not_record_the_parents_jobs_again(tmp_path):
+    """A job the parent submitted before the fork belongs to the parent: the child's finisher must not record
+    it too (it would count twice: both write to the parent's run)."""
+    store = tmp_path / "runs.db"
+    proc = run_python("-c", _LEAN_AT_FORK, str(store), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "child exit 0" in proc.stdout
+    rows = sqlite3.connect(store).execute("SELECT shots FROM jobs ORDER BY shots").fetchall()
+    assert [r[0] for r in rows] == [7, 7, 100, 100]
