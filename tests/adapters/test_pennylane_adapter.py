@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import os
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pennylane import numpy as pnp
 
 from qobs import instrumentation, telemetry
 from qobs.contract import Attr
+from tests.conftest import clean_env
 
 PROVIDER = "pennylane"
 
@@ -693,7 +693,7 @@ def test_a_long_training_run_keeps_nothing_per_call(tmp_path) -> None:
     330 calls (one-time caches such as SQLite's statement cache); one object kept per call would be 330,
     as a control listener that keeps a list per job shows. A fresh interpreter: no tracer provider or
     log capture of other tests keeps anything."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     r = subprocess.run([sys.executable, "-c", _GROWTH, str(tmp_path / "runs.db")], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

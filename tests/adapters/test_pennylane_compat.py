@@ -9,13 +9,12 @@ autoray 0.7.1+ breaks ``import pennylane`` for 0.40 and 0.41. `./dev test` sets 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import compat_python
+from tests.conftest import clean_env, compat_python
 
 ENV = "QOBS_PENNYLANE_COMPAT_PYTHON"
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +31,7 @@ def test_adapter_suite_under_the_oldest_supported_pennylane() -> None:
     minor = tuple(int(p) for p in version.stdout.strip().split(".")[:2])
     oldest, newest = (tuple(int(p) for p in v.split(".")) for v in SUPPORTED)
     assert oldest <= minor <= newest, (version.stdout, SUPPORTED)  # a version we claim
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",

@@ -4,7 +4,6 @@ Prometheus exposition show the totals the script counted itself with ``qml.Track
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -13,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import clean_env
 
 pytest.importorskip("pennylane")
 
@@ -70,7 +71,7 @@ def test_unmodified_training_script_under_qobs_run(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env.update(OTEL_METRICS_EXPORTER="prometheus", OTEL_EXPORTER_PROMETHEUS_PORT=str(_free_port()),
                OMP_NUM_THREADS="1")
     qobs_cli = [sys.executable, "-c", "from qobs.cli import main; main()"]

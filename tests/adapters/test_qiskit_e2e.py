@@ -4,7 +4,6 @@ show the totals the script counts itself. Optionally repeated with an old qiskit
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("qiskit_aer")
-from tests.conftest import _missing, compat_python
+from tests.conftest import _missing, clean_env, compat_python
 
 # Knows nothing of qobs. Trains a 2-qubit circuit with parameter-shift gradients from its own loop,
 # through SamplerV2 and backend.run, and prints its own ground truth; optionally scrapes a URL.
@@ -71,7 +70,7 @@ def _run(tmp_path: Path, python: str, *, port: int | None = None) -> tuple[dict,
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env["OMP_NUM_THREADS"] = "1"
     args = [str(script)]
     if port is not None:
@@ -156,7 +155,7 @@ def test_oldest_supported_ibm_runtime_local_mode_is_one_job(tmp_path):
     script = tmp_path / "ibm_job.py"
     script.write_text(IBM_SCRIPT)
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run([*_qobs_cmd(), "run", "--store", str(store), "--", python, str(script)], env=env,
                           capture_output=True, text=True, timeout=300)

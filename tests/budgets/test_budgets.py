@@ -18,6 +18,7 @@ import qobs
 from qobs import budgets, telemetry
 from qobs.budgets import BudgetExceeded
 from qobs.errors import ConfigError
+from tests.conftest import clean_env
 
 
 class RecordingBackend:
@@ -115,7 +116,7 @@ def test_scope_by_model_and_backend(qobs_run, metric):
 def test_thresholds_fire_once_each_across_two_processes(tmp_path):
     store = tmp_path / "shared.db"
     start_at = time.time() + 3.0  # both workers import qobs, then start together
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     worker = Path(__file__).with_name("worker.py")
     procs = [subprocess.Popen([sys.executable, str(worker), str(store), "10", "50", str(start_at)], env=env,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -167,7 +168,7 @@ def test_bad_budget_file_is_one_line(tmp_path, text, needle):
     with pytest.raises(ConfigError) as ei:
         budgets.parse_file(str(p))
     assert needle in str(ei.value) and str(p) in str(ei.value) and "\n" not in str(ei.value)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     r = subprocess.run([sys.executable, "-m", "qobs.cli", "budgets", "check"], capture_output=True, text=True,
                        env={**env, "QOBS_BUDGETS": str(p)}, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
@@ -193,7 +194,7 @@ def test_budget_file_loads_and_cli_reports_status(tmp_path, monkeypatch):
         from qobs import runtime
 
         runtime._settings_override.clear()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     r = subprocess.run([sys.executable, "-m", "qobs.cli", "budgets", "status", "--store", str(store)],
                        capture_output=True, text=True, env={**env, "QOBS_BUDGETS": str(p)}, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import clean_env, free_port, wait_http
 
 JOBS = textwrap.dedent("""
     import qobs
@@ -24,7 +23,7 @@ JOBS = textwrap.dedent("""
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env.update({"QOBS_STORE": str(tmp_path / "runs.db"), **extra})
     return env
 

@@ -7,7 +7,6 @@ an unpriced backend, budgets, training steps, a failing listener) in a separate 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qobs.contract import METRICS, exposition_names
+from tests.conftest import clean_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +29,7 @@ ACCEPTED_LINT = {'qobs_sample_entropy_bits use base unit "bytes" instead of "bit
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("exposition")
     out = tmp / "metrics.prom"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env.update(QOBS_STORE=str(tmp / "runs.db"), QOBS_FIDELITY_SAMPLE="1", QOBS_FIDELITY_BASELINE_CHECKS="2",
                QOBS_LABEL_LIMIT="4",
                OMP_NUM_THREADS="1")

@@ -17,6 +17,7 @@ import pytest
 import qobs
 from qobs import instrumentation, telemetry
 from qobs.instrumentation import WRAPPED, Patcher
+from tests.conftest import clean_env
 
 SDK = textwrap.dedent("""
     class Device:
@@ -222,9 +223,8 @@ def test_user_sitecustomize_still_runs_under_qobs_run(tmp_path: Path):
     user.mkdir()
     (user / "sitecustomize.py").write_text("import builtins\nbuiltins.USER_SITE_RAN = True\n")
     prog = "import builtins, qobs.instrumentation as i; print(getattr(builtins, 'USER_SITE_RAN', False), i.active())"
-    import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env["PYTHONPATH"] = str(user)
     proc = subprocess.run([sys.executable, "-m", "qobs.cli", "run", "--store", str(tmp_path / "r.db"), "--",
                            sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=300)

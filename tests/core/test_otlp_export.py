@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from qobs.contract import Attr, Span
+from tests.conftest import clean_env
 from tests.core.otlp_receiver import GrpcReceiver, HttpReceiver
 
 PROGRAM = textwrap.dedent("""
@@ -41,7 +42,7 @@ PROGRAM = textwrap.dedent("""
 
 
 def _run(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QOBS_"))}
+    env = clean_env()
     env.update({"QOBS_STORE": str(tmp_path / "runs.db"), "OTEL_SERVICE_NAME": "qobs-test",
                 "OTEL_RESOURCE_ATTRIBUTES": "team=qml,deployment.environment=test", **env_extra})
     return subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=120)
@@ -118,7 +119,7 @@ def test_spans_and_metrics_keep_flowing_after_the_pipeline_restarts(tmp_path: Pa
     """A process sets its global tracer and meter providers once: a restart must reuse ours, not shut-down ones."""
     receiver = HttpReceiver()
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QOBS_"))}
+        env = clean_env()
         env.update(QOBS_STORE=str(tmp_path / "runs.db"), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_METRICS_EXPORTER="otlp")
         proc = subprocess.run([sys.executable, "-c", RESTART], env=env, capture_output=True, text=True, timeout=120)

@@ -4,7 +4,6 @@ backend's fidelity baseline stay; bad input is one line."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,12 +12,13 @@ from pathlib import Path
 
 from qobs.fidelity import stored_baseline
 from qobs.store import connect
+from tests.conftest import clean_env
 
 DAY = 86400.0
 
 
 def qobs(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     return subprocess.run([sys.executable, "-m", "qobs.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
 

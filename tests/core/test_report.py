@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.conftest import clean_env
 
 QOBS = [sys.executable, "-m", "qobs.cli"]
 
@@ -46,7 +47,7 @@ def test_report_of_a_run_with_failures_drift_and_budget(tmp_path: Path) -> None:
     script = tmp_path / "prog.py"
     script.write_text(PROGRAM)
     store = tmp_path / "runs.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env.update(QOBS_STORE=str(store), OMP_NUM_THREADS="1")
     proc = subprocess.run([*QOBS, "run", "--", sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
@@ -80,7 +81,7 @@ def test_report_of_a_run_with_failures_drift_and_budget(tmp_path: Path) -> None:
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     for args in (["report", "--store", str(tmp_path / "none.db")], ["report", "nope", "--store", str(tmp_path)]):
         proc = subprocess.run([*QOBS, *args], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import qobs
 from qobs import cost, telemetry
 from qobs.contract import Attr
 from qobs.errors import ConfigError
+from tests.conftest import clean_env
 
 
 def _job(backend: str, provider: str = "p", *, context: dict | None = None, **fields):
@@ -122,7 +122,7 @@ def test_bad_price_file_is_one_line(tmp_path, text, needle):
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    e = clean_env()
     e.update(env)
     return subprocess.run([sys.executable, "-m", "qobs.cli", *args], capture_output=True, text=True, env=e,
                           timeout=120)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from qobs.dashboards import expressions
-from tests.conftest import free_port, wait_http
+from tests.conftest import clean_env, free_port, wait_http
 
 HERE = Path(__file__).resolve().parent
 COMMITTED = HERE.parents[1] / "dashboards"
@@ -77,7 +76,7 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[str]:
     """Base URL of a Prometheus scraping a live ``traffic.py`` (both stopped at teardown)."""
     metrics_port, prom_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env.update(OTEL_METRICS_EXPORTER="prometheus", OTEL_EXPORTER_PROMETHEUS_PORT=str(metrics_port),
                OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", QOBS_STORE=str(tmp_path / "runs.db"),
                QOBS_FIDELITY_SAMPLE="1", OMP_NUM_THREADS="1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 import qobs
 from qobs import fidelity, telemetry
+from tests.conftest import clean_env
 
 
 def _ghz():
@@ -135,7 +135,7 @@ def test_drift_lowers_fidelity_monotonically_and_fails_checks(qobs_run, metric):
 
 
 def test_probe_command(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     store = tmp_path / "runs.db"
     r = subprocess.run([sys.executable, "-m", "qobs.cli", "probe", "--backend", "sim_manila", "--count", "2",
                         "--interval", "0", "--store", str(store)], capture_output=True, text=True, env=env,
@@ -178,7 +178,7 @@ qobs.flush()
 def test_a_learned_baseline_outlives_the_process_until_rebaselined(tmp_path):
     """A restart must not re-learn the baseline from a device that drifted meanwhile: each run is its
     own process on one store, as a nightly job's runs are."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     store = str(tmp_path / "runs.db")
 
     def run(*fidelities: float) -> list[tuple[str, float | None]]:
@@ -206,7 +206,7 @@ def test_a_learned_baseline_outlives_the_process_until_rebaselined(tmp_path):
 
 
 def test_a_pinned_baseline_is_not_carried_into_the_next_process(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     store = str(tmp_path / "runs.db")
     for extra, expected in (({"QOBS_FIDELITY_BASELINE": "0.99"}, "fail 0.99"), ({}, "pass None")):
         r = subprocess.run([sys.executable, "-c", _CHECKS, store, "0.5"], capture_output=True, text=True,
@@ -233,7 +233,7 @@ for line in sys.stdin:
 def test_a_rebaseline_is_not_undone_by_a_process_that_was_running(tmp_path):
     """A long run keeps its baseline in memory. Checks it makes after a rebaseline, before it looks again,
     carry the old baseline: they must not become the stored one; once it looks, it learns anew too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     store = str(tmp_path / "runs.db")
     running = subprocess.Popen([sys.executable, "-c", _CHECKER, store], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -267,7 +267,7 @@ def test_a_rebaseline_is_not_undone_by_a_process_that_was_running(tmp_path):
 
 
 def test_rebaseline_of_a_backend_never_checked_is_refused(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     store = str(tmp_path / "runs.db")
     r = subprocess.run([sys.executable, "-c", _CHECKS, store, "0.95"], capture_output=True, text=True, env=env,
                        timeout=120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -12,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import clean_env
+
 QOBS = [sys.executable, "-m", "qobs.cli"]
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}
+    env = clean_env()
     env["OMP_NUM_THREADS"] = "1"
     return env
 
