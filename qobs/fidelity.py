@@ -394,12 +394,12 @@ def wants_result(record: Any) -> bool:
     """Result wanter (``telemetry.add_result_wanter``): only the jobs the probe samples keep their counts.
 
     The seeded draw is made here, as the job is handed over (``on_job`` uses it), so that the other jobs
-    let their results go at once. Every counting job draws, a noiseless one too (it is then left out):
-    looking for a noise model costs more than the draw, so it is done only for the few jobs drawn."""
+    let their results go at once. Jobs of an ideal simulator never draw (their repeats take the adapters'
+    lean lane, which asks nobody): the sample of noisy jobs is the same whatever ideal jobs ran between."""
     if (record.operation not in _COUNTING_OPERATIONS or record.purpose == "probe" or _probe_ctx.get() is not None
-            or _settings().fidelity_sample <= 0):
+            or _settings().fidelity_sample <= 0 or _noiseless(record)):
         return False
-    draw = record.context[CTX_PROBE_DRAW] = _sampled() and not _noiseless(record)
+    draw = record.context[CTX_PROBE_DRAW] = _sampled()
     return draw
 
 

@@ -452,13 +452,19 @@ def lean_possible() -> bool:
     result wanters marked ``skips_noiseless``). Checked per job: budgets and settings may change."""
     if _guards and guards_wanted():
         return False
-    for fn in _result_wanters:
-        if not getattr(fn, "skips_noiseless", False):
-            return False
-    rt = runtime.current()
-    if rt is None or rt.settings.record_parameters or rt.settings.record_results:
+    if runtime.current() is None or results_kept():
         return False
     return not tracing_possible()
+
+
+def results_kept() -> bool:
+    """Whether a job of an ideal simulator must keep its result for recording: opt-in recording is on, or a
+    result wanter not marked ``skips_noiseless`` is registered (the lean lane asks again at ``result()``)."""
+    for fn in _result_wanters:
+        if not getattr(fn, "skips_noiseless", False):
+            return True
+    rt = runtime.current()
+    return rt is not None and (rt.settings.record_parameters or rt.settings.record_results)
 
 
 def _run_end_hooks(record: JobRecord) -> None:

@@ -795,11 +795,12 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             pubs = args[0] if args else kwargs.get("pubs", [])
             try:
                 desc = _describe_primitive(self, kind, pubs, kwargs)
-                if desc.shaped is not None and desc.simulator is True and _lean_ok(desc):
-                    return _lean_run(orig, self, args, kwargs, desc)
+                lean = desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
             except Exception as exc:  # noqa: BLE001
                 report_internal(COMPONENT, exc)
-                desc = None
+                desc, lean = None, False
+            if lean:
+                return _lean_run(orig, self, args, kwargs, desc)
             return _observe(orig, self, kind, args, kwargs, lambda: desc)
 
         return run
@@ -815,11 +816,12 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         try:
             desc = _describe_backend_run(self, run_input, kwargs)
-            if desc.shaped is not None and desc.simulator is True and _lean_ok(desc):
-                return _lean_run(orig, self, args, kwargs, desc)
+            lean = desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
         except Exception as exc:  # noqa: BLE001
             report_internal(COMPONENT, exc)
-            desc = None
+            desc, lean = None, False
+        if lean:
+            return _lean_run(orig, self, args, kwargs, desc)
 
         def call(target: Any, *a: Any, **k: Any) -> Any:
             # A fallback backend of another class runs through its own class's run (passes through: nested).
@@ -1040,6 +1042,7 @@ def _lean_type(cls: type) -> bool:
 def _as_tracker(entry: _Lean) -> _Tracker:
     """A lean entry's job on the usual path, as if it had been started there."""
     h = _start(entry.desc)
+    h.record.started_at -= h.t0 - entry.t0  # it started when the lean entry was made
     h.t0 = entry.t0
     tracker = _Tracker(h, entry.desc)
     tracker.ctx = entry.ctx
@@ -1053,23 +1056,45 @@ def _lean_result(orig: Callable[..., Any], job: Any, entry: _Lean, args: tuple, 
     except BaseException:
         with _contained:
             fut = job._future
-            if fut.done():
+            if entry.gen != _state.generation:
+                pass  # uninstrumented meanwhile: not this run's job
+            elif fut.done():
                 _lean_settle(entry, fut)
-            elif entry.gen == _state.generation:  # a timeout: the job goes on
+            else:  # a timeout: the job goes on
                 _lean[id(job)] = entry
         raise
+    if entry.gen != _state.generation:
+        return out
+    if telemetry.results_kept():  # opt-in recording turned on since the job was submitted: the full way
+        with _contained:
+            _full_from_lean(entry, job, out)
+        return out
+    desc = entry.desc
+    fig = _Figures(desc.circuits)
     try:
-        desc = entry.desc
-        fig = _Figures(desc.circuits)
         if desc.operation == "backend_run":
             _read_backend_result(fig, desc, out, False)
         else:
             _read_primitive_result(fig, desc, out, False)
         _read_job(fig, job, entry.t_run, entry.t_end)
-        _lean_submit(entry, fig)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the figures read so far are recorded
         report_internal(COMPONENT, exc)
+    with _contained:
+        _lean_submit(entry, fig)
     return out
+
+
+def _full_from_lean(entry: _Lean, job: Any, out: Any) -> None:
+    """Record a lean job the full way (``hand_over``), its result kept for whoever wants it."""
+    tracker = _as_tracker(entry)
+    tracker.job = job
+    tracker.t_run, tracker.t_end, tracker.t_done = entry.t_run, entry.t_end, entry.t_done
+    entry.job = None
+    if tracker.take():
+        try:
+            _finish(tracker, result=out)
+        finally:
+            _release(tracker)
 
 
 def _lean_late(entry: _Lean) -> None:
@@ -1081,6 +1106,9 @@ def _lean_late(entry: _Lean) -> None:
 
 
 def _lean_settle(entry: _Lean, fut: Future) -> None:
+    if telemetry.results_kept() and not fut.cancelled() and fut.exception() is None:
+        _full_from_lean(entry, entry.job, fut.result())
+        return
     fig = _Figures(entry.desc.circuits)
     desc, job = entry.desc, entry.job
     if fut.cancelled():
@@ -1095,8 +1123,11 @@ def _lean_settle(entry: _Lean, fut: Future) -> None:
 def _lean_submit(entry: _Lean, fig: _Figures) -> None:
     end = entry.t_done if entry.t_done is not None else entry.t_end
     t_end = end if end is not None else time.perf_counter()
-    entry.job = None  # the job (its future, its result) goes now
-    telemetry.record_later(functools.partial(_lean_record, entry.desc, entry.t0, t_end, fig, entry.ctx), entry.ctx)
+    desc, ctx = entry.desc, entry.ctx
+    # the job (its future, its result) goes now; the entry lives on in the future's done-callbacks as long as
+    # the user keeps the job, so it lets go of the context (user objects) and the description too
+    entry.job = entry.ctx = entry.desc = None
+    telemetry.record_later(functools.partial(_lean_record, desc, entry.t0, t_end, fig, ctx), ctx)
 
 
 def _lean_record(desc: _Desc, t0: float, t_end: float, fig: _Figures, ctx: Any) -> JobHandle:

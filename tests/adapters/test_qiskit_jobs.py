@@ -6,6 +6,7 @@ local fake-backend mode. Metric reads are deltas: the registry is process-global
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -547,3 +548,127 @@ def test_lean_jobs_cancelled_failed_timed_out_or_never_resulted_are_recorded_onc
     assert {r["job_id"] for r in rows if r["status"] == "ok"} >= {timed_out.job_id(), never.job_id()}
     assert metric("qobs_jobs_total", status="ok", **labels) - ok0 == 2
     assert not _hooks._lean
+
+
+def test_a_repeated_job_whose_submission_raises_runs_the_sdk_once(qobs_run, untraced, monkeypatch):
+    """The user's exception from a lean submission reaches the user unchanged, from one call of the SDK's
+    run, and is not taken for a qobs failure. The SDK's run is counted by its own pub coercion (qobs's
+    description of the job coerces too, from elsewhere)."""
+    import sys
+
+    from qiskit.primitives.containers.sampler_pub import SamplerPub
+
+    from qobs import errors
+
+    real = SamplerPub.coerce.__func__
+    calls = []
+
+    def coerce(cls, pub, shots=None):
+        if sys._getframe(1).f_code.co_filename.endswith("statevector_sampler.py"):
+            calls.append(shots)  # StatevectorSampler.run's own body
+        return real(cls, pub, shots)
+
+    monkeypatch.setattr(SamplerPub, "coerce", classmethod(coerce))
+    sampler = StatevectorSampler()
+    qc = ansatz(n=2, layers=1).assign_parameters([0.1, 0.2])
+    internal0 = sum(errors.internal_error_counts.values())
+    for attempt in range(3):  # the first describes the job; the repeats take the lean lane
+        calls.clear()
+        with pytest.raises(ValueError, match="shots must be positive"):
+            sampler.run([qc], shots=-5)
+        assert calls == [-5], attempt
+    assert sum(errors.internal_error_counts.values()) == internal0
+    rows = jobs_rows(qobs_run)
+    assert [(r["status"], r["error_type"], r["submission_reason"]) for r in rows] == [
+        ("error", "ValueError", "validation")] * 3
+
+
+def test_opt_in_recording_turned_on_before_a_lean_jobs_result_keeps_its_counts(qobs_run, untraced):
+    from qobs_qiskit import _hooks
+
+    sim = aer()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    sim.run(qc, shots=20).result()
+    job = sim.run(qc, shots=20)
+    assert id(job) in _hooks._lean
+    qobs.configure(store=str(qobs_run), flush_interval=0.05, record_results=True)
+    counts = job.result().get_counts()
+    row = jobs_rows(qobs_run)[-1]
+    assert json.loads(json.loads(row["attrs"])["qobs.job.counts"]) == [counts]
+
+
+def test_the_fidelity_sample_of_noisy_jobs_does_not_depend_on_ideal_jobs_run_between(qobs_run, untraced):
+    """The probe's seeded draw is made for noisy jobs only: ideal jobs (whose repeats take the lean lane and
+    ask nobody) must not shift which noisy jobs it checks."""
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    from qobs._context import CTX_PROBE_DRAW
+
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), ["cx"])
+    noisy = AerSimulator(noise_model=noise, max_parallel_threads=1, seed_simulator=1)
+    ideal = aer()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), ideal)
+    draws: list = []
+
+    def listener(rec) -> None:
+        if rec.context.get(telemetry.CTX_BACKEND) is noisy:
+            draws.append(rec.context.get(CTX_PROBE_DRAW))
+
+    telemetry.add_job_listener(listener)
+    try:
+        seen = []
+        for ideal_between in (0, 5):
+            qobs.configure(store=str(qobs_run), flush_interval=0.05, fidelity_sample=0.5, fidelity_seed=7)
+            draws.clear()
+            for i in range(10):
+                for _ in range(ideal_between if i == 3 else 0):
+                    ideal.run(qc, shots=20).result()
+                noisy.run(qc, shots=20).result()
+            qobs.flush()
+            seen.append(list(draws))
+    finally:
+        telemetry.remove_job_listener(listener)
+    assert seen[0] == seen[1] and len(seen[0]) == 10
+    assert True in seen[0] and False in seen[0]  # a real sample, not all or none
+
+
+def test_a_lean_job_of_a_synchronous_backend_starts_when_it_was_submitted(qobs_run, untraced):
+    """BasicSimulator runs the job inside run(): a repeated job (lean, then the usual path: no future to watch)
+    must start when run() was called and end by the time it returned."""
+    from qiskit.providers.basic_provider import BasicSimulator
+
+    sim = BasicSimulator()
+    qc = transpile(ansatz(n=3, layers=2).assign_parameters([0.1] * 6), sim)
+    spans = []
+    for _ in range(3):
+        t_before = time.time()
+        sim.run(qc, shots=2000, seed_simulator=1).result()
+        spans.append((t_before, time.time()))
+    rows = jobs_rows(qobs_run)
+    assert len(rows) == 3
+    for (t_before, t_after), r in zip(spans, rows, strict=True):
+        assert t_before <= r["ts"] and r["ts"] + r["duration_s"] <= t_after
+
+
+def test_a_lean_jobs_result_after_uninstrument_is_not_recorded(qobs_run, metric, untraced):
+    """As on the full path: a job whose result() comes back after qobs.uninstrument() is no longer observed."""
+    from qiskit_aer.jobs import utils as aer_jobs
+
+    sim = AerSimulator(max_parallel_threads=1)
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    sim.run(qc, shots=10).result()
+    labels = {"backend": "aer_simulator", "provider": "aer", "operation": "backend_run", "status": "ok"}
+    gate = threading.Event()
+    aer_jobs.DEFAULT_EXECUTOR.submit(gate.wait, 30)
+    job = sim.run(qc, shots=10)
+    waiting = threading.Thread(target=job.result)
+    waiting.start()
+    time.sleep(0.2)  # it waits inside the hooked result()
+    qobs.flush()
+    ok0 = metric("qobs_jobs_total", **labels)
+    qobs.uninstrument()
+    gate.set()
+    waiting.join(30)
+    telemetry.drain()
+    assert metric("qobs_jobs_total", **labels) == ok0
