@@ -1106,17 +1106,15 @@ def _lean_late(entry: _Lean) -> None:
 
 
 def _lean_settle(entry: _Lean, fut: Future) -> None:
-    if telemetry.results_kept() and not fut.cancelled() and fut.exception() is None:
-        _full_from_lean(entry, entry.job, fut.result())
+    """Record a lean job from its completed future (taken off ``_lean`` by the caller)."""
+    cancelled = fut.cancelled()
+    error = None if cancelled else fut.exception()
+    result = None if cancelled or error is not None else fut.result()
+    if result is not None and telemetry.results_kept():
+        _full_from_lean(entry, entry.job, result)
         return
     fig = _Figures(entry.desc.circuits)
-    desc, job = entry.desc, entry.job
-    if fut.cancelled():
-        _outcome(desc, job, entry.t_run, entry.t_end, None, None, True, False, fig, False)  # type: ignore[arg-type]
-    elif fut.exception() is not None:
-        _outcome(desc, job, entry.t_run, entry.t_end, None, fut.exception(), False, False, fig, False)  # type: ignore[arg-type]
-    else:
-        _outcome(desc, job, entry.t_run, entry.t_end, fut.result(), None, False, False, fig, False)  # type: ignore[arg-type]
+    _outcome(entry.desc, entry.job, entry.t_run, entry.t_end, result, error, cancelled, False, fig, False)
     _lean_submit(entry, fig)
 
 
@@ -1282,8 +1280,9 @@ def _may_block(cls: type) -> bool:
 
 
 def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
-             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle, keep: bool) -> None:
-    """Read a job's outcome into its record; with ``keep``, the result, counts and circuits too, for listeners."""
+             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle | _Figures, keep: bool) -> None:
+    """Read a job's outcome into its record (``h.record``: a ``JobRecord``, or a lean job's ``_Figures``); with
+    ``keep``, the result, counts and circuits too, for listeners."""
     rec = h.record
     if cancelled or isinstance(error, CancelledError):
         rec.status = "cancelled"
