@@ -256,6 +256,7 @@ class Writer:
         self._conn()  # open (and migrate) now, so a bad path fails here, in the caller
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._sleeping = False  # idle: the thread waits for a queued row to wake it
         self._in_flight = 0
         self._idle = threading.Condition()
         self._last_drain = time.monotonic()
@@ -284,7 +285,9 @@ class Writer:
             report_internal("store_backlog", OverflowError(f"{self.max_pending} rows pending; dropping"))
             return
         self._q.put((table, columns, values, "insert"))
-        if time.monotonic() - self._last_drain > self._starved_after:
+        if self._sleeping:
+            self._wake_up()
+        elif time.monotonic() - self._last_drain > self._starved_after:
             self.inline_drains += 1
             self._drain(busy_ms=INLINE_BUSY_MS)  # on the user's thread: never wait long for a lock
 
@@ -296,10 +299,20 @@ class Writer:
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
         self._q.put((table, None, row, "insert_once"))
+        if self._sleeping:
+            self._wake_up()
 
     def update_run(self, row: dict[str, Any]) -> None:
         """Queue an update of the run ``row["run_id"]`` (non-null fields only)."""
         self._q.put(("runs", None, row, "update"))
+        if self._sleeping:
+            self._wake_up()
+
+    def _wake_up(self) -> None:
+        """The first row after a pause: the sleeping thread commits it at once (not late: no inline drain)."""
+        self._sleeping = False
+        self._last_drain = time.monotonic()
+        self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Commit everything queued so far, from the calling thread; wait for rows in flight."""
@@ -322,10 +335,21 @@ class Writer:
                     pass
             self._conns.clear()
 
+    IDLE_AFTER = 4  # empty rounds before the thread sleeps until a row is queued (an idle program: no wake-ups)
+
     def _loop(self) -> None:
+        empty = 0
         while not self._stop.is_set():
-            self._wake.wait(self.flush_interval)
+            if empty >= self.IDLE_AFTER:
+                self._sleeping = True
+                if self._q.empty() and not self._stop.is_set():  # a row queued before the flag was up: awake
+                    self._wake.wait()
+                self._sleeping = False
+                empty = 0
+            else:
+                self._wake.wait(self.flush_interval)
             self._wake.clear()
+            empty = 0 if not self._q.empty() else empty + 1
             self._drain()
 
     def _drain(self, busy_ms: int | None = None) -> None:

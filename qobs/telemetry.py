@@ -307,10 +307,13 @@ class _Recorder:
     the run, a budget guard (so that a ``block`` budget sees every finished job), the cost of a
     training step and the fidelity probe. A queue that the thread does not get to (a user thread
     holding the GIL) is drained inline by the next hand-over, so nothing waits long or piles up.
+    After ``IDLE_AFTER`` empty rounds the thread sleeps until a job is handed over (an idle program,
+    a notebook between cells, costs no wake-ups).
     """
 
     INTERVAL_S = 0.05
     MAX_PENDING = 2048
+    IDLE_AFTER = 20  # empty rounds (one second) before the thread sleeps until the next hand-over
 
     def __init__(self) -> None:
         # (context, handle, prepare, whether prepare may block on the network)
@@ -318,6 +321,7 @@ class _Recorder:
         self._lock = threading.RLock()  # one drainer at a time; a listener may drain again (reentrant)
         self._busy = False  # a drainer holds jobs taken off the queue and not yet recorded
         self._wake = threading.Event()
+        self._sleeping = False  # the thread waits for a hand-over to wake it
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._last = time.monotonic()
@@ -329,6 +333,10 @@ class _Recorder:
         q.append((ctx, handle, prepare, may_block))
         if self._thread is None:  # a forked child gets None from ``after_fork``: no getpid() per job
             self._start()
+        elif self._sleeping:  # the first job after a pause: wake the thread (it records within INTERVAL_S)
+            self._sleeping = False
+            self._last = time.monotonic()
+            self._wake.set()
         elif (len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after) and \
                 self._lock.acquire(False):  # the thread is starved (or the queue is long): record here,
             try:                              # unless someone is recording already (never wait for them)
@@ -345,8 +353,18 @@ class _Recorder:
             self._thread.start()
 
     def _loop(self) -> None:
+        empty = 0
         while True:
-            self._wake.wait(self.INTERVAL_S)
+            if empty >= self.IDLE_AFTER:
+                self._sleeping = True
+                if not self._q:  # a job handed over before the flag was up finds the thread awake
+                    self._wake.wait()
+                self._sleeping = False
+                empty = 0
+            else:
+                self._wake.wait(self.INTERVAL_S)
+            self._wake.clear()
+            empty = 0 if self._q or self._busy else empty + 1
             self.drain()
 
     def drain(self, wait: float | None = None) -> bool:
@@ -380,6 +398,7 @@ class _Recorder:
         self._q = deque()
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._sleeping = False
         self._busy = False
         self._thread = None
         self._last = time.monotonic()

@@ -1017,6 +1017,8 @@ def _lean_track(job: Any, entry: _Lean) -> None:
         entry.job = job
         _lean[id(job)] = entry
         fut.add_done_callback(entry.done)
+        if _the_finisher is not None and _the_finisher.sleeping:  # it scans for jobs whose result() is not called
+            _the_finisher.wake()
     else:  # a job without a future to watch, or one whose reading may block: the usual path
         tracker = _as_tracker(entry)
         tracker.t_run, tracker.t_end = entry.t_run, entry.t_end
@@ -1144,20 +1146,35 @@ def _lean_record(desc: _Desc, t0: float, t_end: float, fig: _Figures, ctx: Any) 
 
 
 class _Finisher:
-    """Records completed jobs whose ``result()`` was not called within ``GRACE_S``."""
+    """Records completed jobs whose ``result()`` was not called within ``GRACE_S``. With no job to look
+    after it sleeps until one is deferred or a lean job is submitted (``wake``)."""
 
     GRACE_S = 0.1
 
     def __init__(self) -> None:
         self._q: deque[_Tracker] = deque()
+        self._wake = threading.Event()
+        self.sleeping = False
         self._thread = threading.Thread(target=self._loop, name="qobs-qiskit-finisher", daemon=True)
         self._thread.start()
 
     def defer(self, tracker: _Tracker) -> None:
         self._q.append(tracker)
+        if self.sleeping:
+            self.wake()
+
+    def wake(self) -> None:
+        self.sleeping = False
+        self._wake.set()
 
     def _loop(self) -> None:
         while True:
+            if not self._q and not _lean:
+                self.sleeping = True
+                if not self._q and not _lean:  # a job added before the flag was up finds the thread awake
+                    self._wake.wait()
+                self.sleeping = False
+            self._wake.clear()
             time.sleep(self.GRACE_S)
             self.run_due(time.perf_counter() - self.GRACE_S)
 

@@ -385,3 +385,70 @@ def test_a_recorder_batch_updates_every_series_as_jobs_one_by_one_would(qobs_run
             want = sum(1 for d in durations if bisect_left(bounds, d) <= bounds.index(le))
             assert get("qobs_job_duration_seconds_bucket", {"backend": b, "operation": "sampler",
                                                              "le": label}) == want, (b, le)
+
+
+_IDLE = """
+import sqlite3, sys, threading, time
+import qobs
+qobs.configure(store=sys.argv[1])
+qobs.instrument()
+from qiskit import QuantumCircuit, transpile
+from qiskit_aer import AerSimulator
+
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+sim = AerSimulator(seed_simulator=1)
+qc = transpile(qc, sim)
+
+
+def rows():
+    return sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+
+def wait_rows(n):
+    deadline = time.monotonic() + 30
+    while rows() < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows()
+
+
+def wakeups():
+    out = {}
+    for t in threading.enumerate():
+        if t.name in ("qobs-recorder", "qobs-qiskit-finisher", "qobs-store-writer"):
+            for line in open(f"/proc/self/task/{t.native_id}/status"):
+                if line.startswith("voluntary_ctxt_switches"):
+                    out[t.name] = int(line.split()[1])
+    return out
+
+
+for _ in range(3):
+    sim.run(qc, shots=10).result()
+sim.run(qc, shots=10)  # its result() is never called: the finisher records it
+print("recorded", wait_rows(4))
+time.sleep(3.0)  # idle: the threads have nothing left to look after
+before = wakeups()
+time.sleep(1.0)
+after = wakeups()
+print("idle wakeups", {k: after[k] - before[k] for k in before})
+sim.run(qc, shots=10).result()
+sim.run(qc, shots=10)
+print("after idle", wait_rows(6))
+"""
+
+
+def test_idle_background_threads_sleep_until_a_job_arrives(tmp_path):
+    """An idle program (a notebook between cells) pays no wake-ups: the recorder, the Qiskit finisher and the
+    store writer sleep once they have nothing to look after, and wake for the next job, whose row still lands
+    without a flush (a lean job through result(), and one whose result() is never called)."""
+    from tests.conftest import run_python
+
+    proc = run_python("-c", _IDLE, str(tmp_path / "runs.db"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "recorded 4" in lines and "after idle 6" in lines
+    idle = eval(next(line for line in lines if line.startswith("idle wakeups")).split(" ", 2)[2])
+    assert set(idle) == {"qobs-recorder", "qobs-qiskit-finisher", "qobs-store-writer"}
+    assert all(n <= 2 for n in idle.values()), idle  # were 20, 10 and 2 a second
