@@ -1,9 +1,14 @@
-"""The uncertainty of a side-by-side overhead ratio, for the benchmark scripts."""
+"""Side-by-side overhead ratios for the benchmark scripts: the estimate, its uncertainty, the verdict, and
+the bookkeeping that keeps qobs's own background work and the cyclic GC's pauses visible."""
 
 from __future__ import annotations
 
+import gc
 import random
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 
 def ratio_ci(plain: Sequence[float], instr: Sequence[float], *, level: float = 0.95, draws: int = 4000,
@@ -27,22 +32,19 @@ def ratio_ci(plain: Sequence[float], instr: Sequence[float], *, level: float = 0
 
 
 def trimmed_mean(xs: Sequence[float], cut: float = 0.1) -> float:
-    """Mean of ``xs`` without the ``cut`` share of its lowest and of its highest values."""
+    """Mean of ``xs`` without its ``floor(len * cut)`` lowest and as many highest values."""
     s = sorted(xs)
     k = int(len(s) * cut)
     kept = s[k:len(s) - k] or s
     return sum(kept) / len(kept)
 
 
-def paired_ratio(plain: Sequence[float], instr: Sequence[float], *, cut: float = 0.1, level: float = 0.95,
+def paired_ratio(plain: Sequence[float], instr: Sequence[float], *, cut: float = 0.0, level: float = 0.95,
                  draws: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """The overhead ratio the benchmarks judge: the trimmed mean (``cut`` off each end) of per-pair ratios
-    ``instr[i] / plain[i]``, with its bootstrap interval over pairs.
-
-    Each pair ran back to back, so it saw the same load; on a shared machine that load comes in bursts
-    that hit one block of a pair and not the other, and a mean over all blocks is then mostly a measure of
-    the bursts. Trimming a tenth off each end drops those and keeps every cost that shows up in most
-    blocks (the recording and the commit that end each instrumented block among them)."""
+    """The mean of the per-pair ratios ``instr[i] / plain[i]`` (each pair ran back to back, under the same
+    load), with its bootstrap interval over pairs. The benchmarks judge this mean: it charges every cost qobs
+    adds, the rare large ones too (a commit, a collection). ``cut`` > 0 gives the trimmed mean instead, a
+    diagnostic of how much of the spread is bursts of load that hit one block of a pair."""
     n = len(plain)
     if n != len(instr) or n < 2:
         raise ValueError("need two or more block pairs")
@@ -52,3 +54,70 @@ def paired_ratio(plain: Sequence[float], instr: Sequence[float], *, cut: float =
     lo = boot[int((1 - level) / 2 * draws)]
     hi = boot[min(int((1 + level) / 2 * draws), draws - 1)]
     return trimmed_mean(ratios, cut), lo, hi
+
+
+def verdict(lo: float, hi: float, target: float) -> str:
+    """``met`` when the whole interval is at or under the target, ``missed`` when it is all above it, else
+    ``inconclusive``: the machine's noise does not let this run tell."""
+    return "met" if hi <= target else "missed" if lo > target else "inconclusive"
+
+
+def qobs_threads_cpu() -> dict[int, float]:
+    """CPU seconds each live qobs background thread (named ``qobs-*``) has used, by thread ident.
+
+    The pipeline stays up through plain blocks (only the adapters' patches are switched), so its threads'
+    idle rounds land in plain blocks too: the scripts take them out of the plain blocks' CPU time."""
+    out = {}
+    for t in threading.enumerate():
+        if t.name.startswith("qobs-") and t.ident is not None:
+            try:
+                out[t.ident] = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            except (OSError, AttributeError):  # ended meanwhile; or a platform without thread CPU clocks
+                pass
+    return out
+
+
+def qobs_cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds qobs's background threads used since ``before = qobs_threads_cpu()``."""
+    return sum(v - before.get(k, 0.0) for k, v in qobs_threads_cpu().items())
+
+
+class FullCollections:
+    """Counts the cyclic GC's full (generation 2) collections and their CPU pause, per variant, leaving out
+    the collections the benchmark asks for itself (``explicit()``).
+
+    Each block starts from an explicit collection, untimed: switching the patches allocates what a real
+    program allocates once. That also empties the heap qobs's garbage would build up over a long run, so
+    the counts per variant are printed: a variant that makes full collections more frequent shows there."""
+
+    def __init__(self) -> None:
+        self.variant = ""
+        self.count: dict[str, int] = {}
+        self.pause: dict[str, float] = {}
+        self._t = 0.0
+        self._explicit = False
+        gc.callbacks.append(self._cb)
+
+    @contextmanager
+    def explicit(self) -> Iterator[None]:
+        self._explicit = True
+        try:
+            yield
+        finally:
+            self._explicit = False
+
+    def collect(self) -> None:
+        with self.explicit():
+            gc.collect()
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2 or self._explicit:
+            return
+        if phase == "start":
+            self._t = time.process_time()
+        else:
+            self.count[self.variant] = self.count.get(self.variant, 0) + 1
+            self.pause[self.variant] = self.pause.get(self.variant, 0.0) + time.process_time() - self._t
+
+    def per_1000(self, variant: str, calls: int) -> float:
+        return round(self.count.get(variant, 0) * 1000 / max(calls, 1), 2)
