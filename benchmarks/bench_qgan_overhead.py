@@ -93,7 +93,7 @@ def main() -> int:
     plain_s = statistics.fmean(cpu[False])
     said = verdict(lo, hi, TARGET)
     print(f"QGAN training, {args.epochs} epochs per block, {r} pairs, {time.perf_counter() - t_start:.0f} s;"
-          f" plain {plain_s:.2f} s CPU per block, of which {fixed / plain_s:.0%} fixed costs")
+          f" plain {plain_s:.2f} s CPU per block, of which {fixed / plain_s:.1%} fixed costs")
     print(f"instrumented/plain CPU {ratio:.3f} (95% CI {lo:.3f}-{hi:.3f}): overhead {(ratio - 1) * 100:+.1f} %,"
           f" goal <= {(TARGET - 1) * 100:.0f} %: {said}; wall ratio of sums {wall:.3f} ({wlo:.3f}-{whi:.3f});"
           f" full GCs inside trainings plain/instrumented {full.count.get('False', 0)}/{full.count.get('True', 0)}")

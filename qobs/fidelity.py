@@ -366,12 +366,10 @@ def on_job(record: Any) -> None:
     shot noise alone, so a check would cost CPU and say nothing. The counts of a sampled job are
     read on the worker thread (for primitives that is a pass over every shot).
     """
-    if record.purpose == "probe" or record.status != "ok" or _noiseless(record):
-        return
     counts = record.context.get(CTX_COUNTS)
     circuits = record.context.get(CTX_CIRCUITS)
-    if not counts or not circuits:
-        return
+    if not counts or not circuits or record.purpose == "probe" or record.status != "ok" or _noiseless(record):
+        return  # most jobs: nothing kept their counts (``wants_result``), so nothing to look at
     if not isinstance(circuits, (list, tuple)):
         circuits = [circuits]
     if isinstance(counts, dict):
