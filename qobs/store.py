@@ -309,9 +309,10 @@ class Writer:
             self._wake_up()
 
     def _wake_up(self) -> None:
-        """The first row after a pause: the sleeping thread commits it at once (not late: no inline drain)."""
-        self._sleeping = False
+        """The first row after a pause: the sleeping thread commits it at once (not late: no inline drain).
+        The clock is set before the flag falls, so a producer that sees the flag down also sees it fresh."""
         self._last_drain = time.monotonic()
+        self._sleeping = False
         self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> None:
@@ -386,6 +387,8 @@ class Writer:
                     if busy_ms is not None and ("locked" in str(exc) or "busy" in str(exc)):
                         for row in left:
                             self._q.put((table, cols, row, op))  # the writer thread commits them once the lock is gone
+                        if self._sleeping:
+                            self._wake_up()
                         continue
                     self.dropped += len(left)
                     report_internal("store", exc)

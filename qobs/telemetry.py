@@ -334,8 +334,8 @@ class _Recorder:
         if self._thread is None:  # a forked child gets None from ``after_fork``: no getpid() per job
             self._start()
         elif self._sleeping:  # the first job after a pause: wake the thread (it records within INTERVAL_S)
+            self._last = time.monotonic()  # before the flag falls: a hand-over that sees it down sees this too
             self._sleeping = False
-            self._last = time.monotonic()
             self._wake.set()
         elif (len(q) >= self.MAX_PENDING or time.monotonic() - self._last > self._late_after) and \
                 self._lock.acquire(False):  # the thread is starved (or the queue is long): record here,

@@ -1015,14 +1015,20 @@ def _lean_track(job: Any, entry: _Lean) -> None:
     fut = getattr(job, "_future", None)
     if isinstance(fut, Future) and _lean_type(type(job)):
         entry.job = job
-        _lean[id(job)] = entry
+        _lean_add(job, entry)
         fut.add_done_callback(entry.done)
-        if _the_finisher is not None and _the_finisher.sleeping:  # it scans for jobs whose result() is not called
-            _the_finisher.wake()
     else:  # a job without a future to watch, or one whose reading may block: the usual path
         tracker = _as_tracker(entry)
         tracker.t_run, tracker.t_end = entry.t_run, entry.t_end
         _track(job, tracker)
+
+
+def _lean_add(job: Any, entry: _Lean) -> None:
+    """Put a lean job in ``_lean``, where the finisher's scan finds it if its result() is not called: every
+    addition goes through here, so that a sleeping finisher wakes up for it."""
+    _lean[id(job)] = entry
+    if _the_finisher is not None and _the_finisher.sleeping:
+        _the_finisher.wake()
 
 
 _lean_types: dict[type, bool] = {}
@@ -1062,8 +1068,8 @@ def _lean_result(orig: Callable[..., Any], job: Any, entry: _Lean, args: tuple, 
                 pass  # uninstrumented meanwhile: not this run's job
             elif fut.done():
                 _lean_settle(entry, fut)
-            else:  # a timeout: the job goes on
-                _lean[id(job)] = entry
+            else:  # a timeout (or Ctrl-C) while it runs: the job goes on
+                _lean_add(job, entry)
         raise
     if entry.gen != _state.generation:
         return out

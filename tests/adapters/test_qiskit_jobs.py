@@ -672,3 +672,45 @@ def test_a_lean_jobs_result_after_uninstrument_is_not_recorded(qobs_run, metric,
     waiting.join(30)
     telemetry.drain()
     assert metric("qobs_jobs_total", **labels) == ok0
+
+
+def test_a_lean_job_whose_result_timed_out_is_recorded_when_it_ends_with_nothing_else_running(
+        qobs_run, metric, untraced):
+    """While result() waits, the job is off the finisher's list and the finisher, with nothing to look after,
+    goes to sleep. A timeout puts the job back: the finisher must wake for it, and record it when it ends, with
+    no other job, flush or exit to prompt it."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from qiskit_aer.jobs import utils as aer_jobs
+    from qobs_qiskit import _hooks
+
+    sim = AerSimulator(max_parallel_threads=1)
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    sim.run(qc, shots=10).result()  # described: the next one is lean
+    labels = {"backend": "aer_simulator", "provider": "aer", "operation": "backend_run", "status": "ok"}
+    ok0 = metric("qobs_jobs_total", **labels)
+    gate = threading.Event()
+    aer_jobs.DEFAULT_EXECUTOR.submit(gate.wait, 30)
+    job = sim.run(qc, shots=10)
+    slept, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if _hooks._the_finisher is not None and _hooks._the_finisher.sleeping:
+                slept.set()
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(FutureTimeout):
+            job.result(timeout=1.0)
+    finally:
+        stop.set()
+        watcher.join()
+    assert slept.is_set()  # the precondition: the finisher slept while result() waited
+    gate.set()
+    deadline = time.monotonic() + 30
+    while metric("qobs_jobs_total", **labels) - ok0 < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric("qobs_jobs_total", **labels) - ok0 == 1

@@ -221,6 +221,76 @@ def test_a_locked_store_neither_blocks_the_user_on_the_lock_nor_loses_rows(tmp_p
     assert w.dropped == 0
 
 
+def _asleep(w: store.Writer) -> None:
+    deadline = time.monotonic() + 30
+    while not w._sleeping and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert w._sleeping  # the precondition: an idle writer thread waits for the next row
+
+
+def _committed(path: Path, n: int) -> int:
+    deadline = time.monotonic() + 30
+    got = 0
+    while time.monotonic() < deadline:
+        got = sqlite3.connect(path).execute("SELECT count(*) FROM events").fetchone()[0]
+        if got >= n:
+            break
+        time.sleep(0.02)
+    return got
+
+
+def test_rows_a_locked_store_hands_back_are_committed_by_a_sleeping_writer(tmp_path: Path) -> None:
+    """A commit on the caller's thread (a pool worker's, ``commit_now``) that finds the store locked gives its
+    rows back to the writer thread. An idle writer thread sleeps: it must wake for them and commit them once
+    the lock is gone, with nothing else happening (no later row, no close)."""
+    path = tmp_path / "runs.db"
+    w = store.Writer(path, flush_interval=0.01)
+    try:
+        _asleep(w)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        w.insert("events", {"run_id": "r", "ts": 1.0, "kind": "k", "subject": "handed back"})
+        # the commit takes the row and waits for the lock longer than the thread's idle rounds: the thread finds
+        # nothing queued meanwhile and goes back to sleep before the row is handed back
+        w.commit_now(busy_ms=300)
+        holder.execute("COMMIT")
+        holder.close()
+        assert _committed(path, 1) == 1
+    finally:
+        w.close()
+
+
+def test_the_first_rows_after_a_pause_are_not_committed_on_the_callers_thread(tmp_path: Path) -> None:
+    """Rows queued at once by many threads after a pause wake the sleeping writer; none of the callers commits
+    them itself (an inline drain is for a writer thread that falls behind, not one that slept)."""
+    import threading
+
+    path = tmp_path / "runs.db"
+    w = store.Writer(path, flush_interval=0.01)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave as finely as they can
+    try:
+        for pause in range(100):
+            _asleep(w)
+            time.sleep(0.08)  # a real pause: the last commit is older than a late writer's (0.07 s here)
+            go = threading.Barrier(16)
+
+            def row(i: int, pause: int = pause, go: threading.Barrier = go) -> None:
+                go.wait()
+                w.insert("events", {"run_id": "r", "ts": 1.0, "kind": "k", "subject": f"{pause}.{i}"})
+
+            threads = [threading.Thread(target=row, args=(i,)) for i in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert _committed(path, 1600) == 1600
+        assert w.inline_drains == 0
+    finally:
+        sys.setswitchinterval(switch)
+        w.close()
+
+
 OPEN_AT = textwrap.dedent("""
     import sys, time
     from qobs.store import connect
