@@ -1152,10 +1152,13 @@ def _lean_record(desc: _Desc, t0: float, t_end: float, fig: _Figures, ctx: Any) 
 
 
 class _Finisher:
-    """Records completed jobs whose ``result()`` was not called within ``GRACE_S``. With no job to look
-    after it sleeps until one is deferred or a lean job is submitted (``wake``)."""
+    """Records completed jobs whose ``result()`` was not called within ``GRACE_S``. After ``IDLE_AFTER`` rounds
+    with no job to look after it sleeps until one is deferred or a lean job is submitted (``wake``): a loop of
+    jobs whose result() is called at once leaves it nothing to look after at most rounds, and waking it for
+    each would cost more switches than its rounds do."""
 
     GRACE_S = 0.1
+    IDLE_AFTER = 10  # rounds (a second) with nothing to look after before it sleeps
 
     def __init__(self) -> None:
         self._q: deque[_Tracker] = deque()
@@ -1174,14 +1177,17 @@ class _Finisher:
         self._wake.set()
 
     def _loop(self) -> None:
+        empty = 0
         while True:
-            if not self._q and not _lean:
+            if empty >= self.IDLE_AFTER:
                 self.sleeping = True
                 if not self._q and not _lean:  # a job added before the flag was up finds the thread awake
                     self._wake.wait()
                 self.sleeping = False
+                empty = 0
             self._wake.clear()
             time.sleep(self.GRACE_S)
+            empty = 0 if self._q or _lean else empty + 1
             self.run_due(time.perf_counter() - self.GRACE_S)
 
     def run_due(self, before: float) -> None:

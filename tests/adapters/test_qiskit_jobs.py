@@ -704,7 +704,7 @@ def test_a_lean_job_whose_result_timed_out_is_recorded_when_it_ends_with_nothing
     watcher.start()
     try:
         with pytest.raises(FutureTimeout):
-            job.result(timeout=1.0)
+            job.result(timeout=2.5)  # longer than the finisher's idle rounds (1 s)
     finally:
         stop.set()
         watcher.join()
