@@ -471,7 +471,8 @@ def lean_possible() -> bool:
     result wanters marked ``skips_noiseless``). Checked per job: budgets and settings may change."""
     if _guards and guards_wanted():
         return False
-    if runtime.current() is None or results_kept():
+    rt = runtime.current()
+    if rt is None or _kept(rt):
         return False
     return not tracing_possible()
 
@@ -479,10 +480,13 @@ def lean_possible() -> bool:
 def results_kept() -> bool:
     """Whether a job of an ideal simulator must keep its result for recording: opt-in recording is on, or a
     result wanter not marked ``skips_noiseless`` is registered (the lean lane asks again at ``result()``)."""
+    return _kept(runtime.current())
+
+
+def _kept(rt: Any) -> bool:
     for fn in _result_wanters:
         if not getattr(fn, "skips_noiseless", False):
             return True
-    rt = runtime.current()
     return rt is not None and (rt.settings.record_parameters or rt.settings.record_results)
 
 

@@ -722,15 +722,20 @@ def _fallback_attrs(handle: JobHandle, requested: str | None, decision: Any, uns
             handle.record.attributes[FALLBACK_REASON] = decision.reason
 
 
-def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwargs: dict[str, Any],
-             describe: Callable[[], _Desc]) -> Any:
-    """Submit a job through ``orig`` with telemetry around it."""
-    # Plain try/except rather than ``with _contained`` on the per-job path (two calls fewer each time).
+def _described_lane(describe: Callable[..., _Desc], *args: Any) -> tuple[_Desc | None, bool]:
+    """``describe(*args)`` and whether the job takes the lean lane; (None, False) when describing failed (counted,
+    the job still runs). Plain try/except rather than ``with _contained`` on the per-job path."""
     try:
-        desc = describe()
+        desc = describe(*args)
+        return desc, desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
     except Exception as exc:  # noqa: BLE001
         report_internal(COMPONENT, exc)
-        desc = None
+        return None, False
+
+
+def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwargs: dict[str, Any],
+             desc: _Desc | None) -> Any:
+    """Submit a job through ``orig`` with telemetry around it (``desc`` None: describing it failed)."""
     if desc is None:
         return _scoped(orig, target, args, kwargs, None)
     decision = _check(desc)
@@ -793,15 +798,10 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             elif not args and "pubs" in kwargs and not isinstance(kwargs["pubs"], (list, tuple)):
                 kwargs["pubs"] = list(kwargs["pubs"])
             pubs = args[0] if args else kwargs.get("pubs", [])
-            try:
-                desc = _describe_primitive(self, kind, pubs, kwargs)
-                lean = desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
-            except Exception as exc:  # noqa: BLE001
-                report_internal(COMPONENT, exc)
-                desc, lean = None, False
+            desc, lean = _described_lane(_describe_primitive, self, kind, pubs, kwargs)
             if lean:
                 return _lean_run(orig, self, args, kwargs, desc)
-            return _observe(orig, self, kind, args, kwargs, lambda: desc)
+            return _observe(orig, self, kind, args, kwargs, desc)
 
         return run
 
@@ -814,12 +814,7 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         if _tls.depth:
             return orig(self, *args, **kwargs)
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
-        try:
-            desc = _describe_backend_run(self, run_input, kwargs)
-            lean = desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
-        except Exception as exc:  # noqa: BLE001
-            report_internal(COMPONENT, exc)
-            desc, lean = None, False
+        desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
         if lean:
             return _lean_run(orig, self, args, kwargs, desc)
 
@@ -827,7 +822,7 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
             # A fallback backend of another class runs through its own class's run (passes through: nested).
             return orig(target, *a, **k) if target is self else type(target).run(target, *a, **k)
 
-        return _observe(call, self, "backend_run", args, kwargs, lambda: desc)
+        return _observe(call, self, "backend_run", args, kwargs, desc)
 
     return run
 
