@@ -18,6 +18,19 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Script lines for a subprocess test: a transpiled Bell circuit ``qc`` and a seeded ``sim`` (AerSimulator).
+AER_BELL = """
+from qiskit import QuantumCircuit, transpile
+from qiskit_aer import AerSimulator
+qc = QuantumCircuit(2)
+qc.h(0)
+qc.cx(0, 1)
+qc.measure_all()
+sim = AerSimulator(seed_simulator=1)
+qc = transpile(qc, sim)
+"""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without qobs's and OpenTelemetry's settings, one OpenMP thread, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QOBS_", "OTEL_"))}

@@ -5,18 +5,9 @@ from __future__ import annotations
 import sqlite3
 import sys
 
-from tests.conftest import run_python
+from tests.conftest import AER_BELL, run_python
 
-_BELL = """
-from qiskit import QuantumCircuit, transpile
-from qiskit_aer import AerSimulator
-qc = QuantumCircuit(2)
-qc.h(0)
-qc.cx(0, 1)
-qc.measure_all()
-sim = AerSimulator(seed_simulator=1)
-qc = transpile(qc, sim)
-sim.run(qc, shots=100).result()
+_BELL = AER_BELL + """sim.run(qc, shots=100).result()
 """
 
 _HELD_AT_FORK = """

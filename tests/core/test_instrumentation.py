@@ -17,7 +17,7 @@ import pytest
 import qobs
 from qobs import instrumentation, telemetry
 from qobs.instrumentation import WRAPPED, Patcher
-from tests.conftest import clean_env
+from tests.conftest import AER_BELL, clean_env, run_python
 
 SDK = textwrap.dedent("""
     class Device:
@@ -392,16 +392,7 @@ import sqlite3, sys, threading, time
 import qobs
 qobs.configure(store=sys.argv[1])
 qobs.instrument()
-from qiskit import QuantumCircuit, transpile
-from qiskit_aer import AerSimulator
-
-qc = QuantumCircuit(2)
-qc.h(0)
-qc.cx(0, 1)
-qc.measure_all()
-sim = AerSimulator(seed_simulator=1)
-qc = transpile(qc, sim)
-
+""" + AER_BELL + """
 
 def rows():
     return sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM jobs").fetchone()[0]
@@ -443,8 +434,6 @@ def test_idle_background_threads_sleep_until_a_job_arrives(tmp_path):
     """An idle program (a notebook between cells) pays no wake-ups: the recorder, the Qiskit finisher and the
     store writer sleep once they have nothing to look after, and wake for the next job, whose row still lands
     without a flush (a lean job through result(), and one whose result() is never called)."""
-    from tests.conftest import run_python
-
     proc = run_python("-c", _IDLE, str(tmp_path / "runs.db"), timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
