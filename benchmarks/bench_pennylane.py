@@ -4,27 +4,21 @@ A 4-qubit, 3-layer default.qubit QNode (RY/RZ on every wire, a CNOT ladder; 24 t
 parameters): its forward pass and its parameter-shift gradient (48 gradient tapes), each run
 plain, under qobs (store + metrics on, as under ``qobs run``) and under ``qml.Tracker`` with a
 callback. The variants are interleaved block by block (A B C, then C B A, ...) so drift on a
-shared machine hits them alike; each block (about a quarter of a second) starts with one untimed call
-(steady state: the one-time costs of patching and of the first job are not what a training loop pays per
-step), and each qobs block ends by recording and committing what it left (``qobs.flush()``, charged to it).
+shared machine hits them alike; each block (about 0.1 s) starts with one untimed call (steady state: the
+one-time costs of patching and of the first job are not what a training loop pays per step) and an
+untimed collection of the young GC generations (the garbage of switching the patches or entering a
+Tracker, which a real program makes once, must not age into the old generation), and each qobs block ends
+by recording and committing what it left (``qobs.flush()``, charged to it).
 
-The estimate is the mean of the per-round ratios of process CPU time (every thread's, so the store writer
-counts), qobs block over the plain block of the same round, with its 95 % bootstrap interval over rounds
-(``_ratio.paired_ratio``). The verdict is ``met`` only when the whole interval is at or under the target,
-``missed`` when it is all above it, else ``inconclusive``; the exit status is 0 only when both are met. The
-CPU that qobs's background threads spend during plain and Tracker blocks (their idle rounds: the pipeline
-stays up) is taken out of those blocks. Printed beside: the 10 %-trimmed mean of the per-round ratios,
-ratios of means over every block, and the medians of per-block ratios. The Tracker's ratio pairs each of
-its blocks with the plain block of the same round (the qobs block runs between them). Runs in under two
-minutes, at least 10 rounds per section.
-
-Every block starts from a full collection (``gc.collect()``, untimed, in every variant alike). Switching
-the adapter's patches on and off, or entering a Tracker, allocates objects that a real program allocates
-once; without the collection they were promoted into the oldest generation and triggered full
-collections (about 0.1 s over PennyLane's heap) inside the next timed blocks: measured 0.9 full
-collections per 1000 forward calls in qobs blocks, 0 in plain ones, while 5000 forward calls in one
-steady process give one full collection with qobs and one without (and the same net growth, about 6
-objects per call, all PennyLane's). The count of full collections inside blocks is printed per variant.
+The estimate (``_ratio.Meter`` and ``_ratio.charged_ratio``, whose docstring says why): the interquartile
+mean of the per-round ratios of the program's own CPU (process CPU less qobs's threads' and less full-GC
+pauses), qobs block over the plain block of the same round, plus, charged in full, qobs's threads' CPU in
+its blocks, the flushes and any extra full-GC pauses, as a share of the plain CPU; with its 95 % bootstrap
+interval over rounds. The verdict is ``met`` only when the whole interval is at or under the target,
+``missed`` when it is all above it, else ``inconclusive``; the exit status is 0 only when both are met.
+The Tracker's ratio is estimated the same way (its extra full-GC pauses charged), pairing each of its
+blocks with the plain block of the same round. Printed beside: wall-clock ratios of sums, and the full
+collections inside blocks per variant. Runs in under two minutes, at least 10 rounds per section.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_pennylane.py [--quick] [--json]
 """
@@ -40,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from _ratio import FullCollections, paired_ratio, qobs_cpu_since, qobs_threads_cpu, ratio_ci, verdict
+from _ratio import Meter, charged_ratio, ratio_ci, verdict
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -70,28 +64,6 @@ def build() -> tuple[object, Callable[[], object], Callable[[], object]]:
     return dev, (lambda: circuit(w)), (lambda: grad(w))
 
 
-def time_block(fn: Callable[[], object], calls: int, full: FullCollections,
-               after: Callable[[], object] | None = None) -> tuple[float, float]:
-    """(CPU, wall) seconds per call over ``calls`` calls, after one untimed call (steady state).
-
-    CPU time of the process (all its threads, so the store writer counts) is the headline: on a
-    shared machine it is far less disturbed by other processes than wall time. Without ``after`` (a
-    block without qobs's patches), the CPU qobs's idle background threads spent meanwhile is taken out.
-    """
-    fn()
-    full.collect()  # the variant's setup garbage (patching, a Tracker) is not a per-call cost: see the module doc
-    threads0 = qobs_threads_cpu()
-    c0, t0 = time.process_time(), time.perf_counter()
-    for _ in range(calls):
-        fn()
-    if after is not None:
-        after()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    if after is None:
-        cpu -= qobs_cpu_since(threads0)
-    return cpu / calls, wall / calls
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a short smoke run (figures are noisier)")
@@ -109,25 +81,25 @@ def main() -> int:
     store = os.path.join(tempfile.mkdtemp(prefix="qobs-bench-pl-"), "runs.db")
     qobs.configure(store=store, flush_interval=0.5)
     dev, forward, gradient = build()
-    full = FullCollections()
+    meter = Meter()
     calls_seen: list[int] = []
 
     def callback(totals: dict, history: dict, latest: dict) -> None:
         calls_seen.append(1)
 
-    def plain(fn: Callable[[], object], calls: int) -> tuple[float, float]:
-        return time_block(fn, calls, full)
+    def plain(fn: Callable[[], object], calls: int, variant: str) -> tuple[float, float]:
+        return meter.block(fn, calls, variant)
 
-    def instrumented(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    def instrumented(fn: Callable[[], object], calls: int, variant: str) -> tuple[float, float]:
         instrumentation.instrument(("pennylane",))
         try:
-            return time_block(fn, calls, full, qobs.flush)
+            return meter.block(fn, calls, variant, qobs.flush)
         finally:
             instrumentation.uninstrument()
 
-    def tracked(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    def tracked(fn: Callable[[], object], calls: int, variant: str) -> tuple[float, float]:
         with qml.Tracker(dev, callback=callback):
-            return time_block(fn, calls, full)
+            return meter.block(fn, calls, variant)
 
     qobs.instrument(adapters=("pennylane",))  # the pipeline (store, metrics) stays up; patches toggle per block
     forward(), gradient()  # warm imports and the first job's one-time costs
@@ -139,52 +111,40 @@ def main() -> int:
     report: dict[str, object] = {}
     ok = True
     for label, (budget, calls) in plan.items():
-        per: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+        per: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}  # (own CPU, wall) per block
+        meter.start()
         t0 = time.perf_counter()
         b = 0
         while b < 10 or time.perf_counter() - t0 < budget:
             order = list(variants.items())
             for name, run in (order if b % 2 == 0 else order[::-1]):
-                full.variant = f"{label}:{name}"
-                per[name].append(run(fns[label], calls))
-                full.variant = ""
+                per[name].append(run(fns[label], calls, f"{label}:{name}"))
             b += 1
 
-        def ratio(a: str, i: int, per: dict = per) -> float:
-            # Of means over all blocks: a rare long GC pause or batched work counts in full.
-            return statistics.fmean(x[i] for x in per[a]) / statistics.fmean(p[i] for p in per["plain"])
-
-        def median_ratio(a: str, i: int, per: dict = per) -> float:
-            # Median of per-block ratios: each pair ran back to back, under the same machine load.
-            return statistics.median(x[i] / p[i] for x, p in zip(per[a], per["plain"], strict=True))
+        def ratio(a: str, i: int, per: dict = per) -> float:  # of sums over all blocks
+            return sum(x[i] for x in per[a]) / sum(p[i] for p in per["plain"])
 
         def mean(a: str, i: int, per: dict = per) -> float:
             return statistics.fmean(x[i] for x in per[a])
 
-        ci = ratio_ci([p[0] for p in per["plain"]], [q[0] for q in per["qobs"]])
-        paired, plo, phi = paired_ratio([p[0] for p in per["plain"]], [q[0] for q in per["qobs"]])
-        tracker_paired = paired_ratio([p[0] for p in per["plain"]], [q[0] for q in per["tracker"]])[0]
-        added = (paired - 1) * statistics.fmean(p[0] for p in per["plain"])
+        own = {v: [x[0] for x in per[v]] for v in variants}
+        paired, plo, phi = charged_ratio(own["plain"], own["qobs"], meter.charged(f"{label}:qobs", f"{label}:plain"))
+        tracker_paired = charged_ratio(own["plain"], own["tracker"],
+                                       meter.gc_extra(f"{label}:tracker", f"{label}:plain"))[0]
+        wlo, whi = ratio_ci([p[1] for p in per["plain"]], [q[1] for q in per["qobs"]])
+        calls_total = b * calls
+        plain_call = sum(own["plain"]) / calls_total
+        added = (paired - 1) * plain_call
         target = TARGET_FORWARD if label == "forward" else TARGET_GRADIENT
         r = {"blocks": b, "calls_per_block": calls, "circuits_per_call": circuits[label],
-             "qobs_paired_ratio_cpu": paired, "qobs_paired_ratio_cpu_ci95": [round(plo, 4), round(phi, 4)],
-             "tracker_paired_ratio_cpu": tracker_paired,
-             "plain_cpu_ms": mean("plain", 0) * 1e3, "qobs_cpu_ms": mean("qobs", 0) * 1e3,
-             "tracker_cpu_ms": mean("tracker", 0) * 1e3, "qobs_ratio_cpu": ratio("qobs", 0),
-             "tracker_ratio_cpu": ratio("tracker", 0),
-             "qobs_ratio_cpu_ci95": [round(x, 4) for x in ci], "qobs_ratio_wall": ratio("qobs", 1),
-             "tracker_ratio_wall": ratio("tracker", 1), "qobs_median_ratio_cpu": median_ratio("qobs", 0),
-             "tracker_median_ratio_cpu": median_ratio("tracker", 0),
-             "added_us_per_circuit": added * 1e6 / circuits[label],
-             "target": target}
-        calls_total = {v: len(per[v]) * calls for v in variants}
-        r["full_gc_per_1000_calls"] = {v: round(full.count.get(f"{label}:{v}", 0) * 1000 / calls_total[v], 2)
-                                       for v in variants}
-        no_gc = {v: mean(v, 0) - full.pause.get(f"{label}:{v}", 0.0) / calls_total[v] for v in variants}
-        r["qobs_ratio_cpu_without_full_gc"] = no_gc["qobs"] / no_gc["plain"]
+             "qobs_ratio_cpu": paired, "qobs_ratio_cpu_ci95": [round(plo, 4), round(phi, 4)],
+             "tracker_ratio_cpu": tracker_paired,
+             "plain_cpu_ms": plain_call * 1e3, "qobs_threads_cpu_us_per_call": meter.burst / calls_total * 1e6,
+             "qobs_ratio_wall": ratio("qobs", 1), "qobs_ratio_wall_ci95": [round(wlo, 4), round(whi, 4)],
+             "tracker_ratio_wall": ratio("tracker", 1),
+             "added_us_per_circuit": added * 1e6 / circuits[label], "target": target}
+        r["full_gc_per_1000_calls"] = {v: meter.full.per_1000(f"{label}:{v}", calls_total) for v in variants}
         r["verdict"] = verdict(plo, phi, target)
-        r["qobs_trimmed_ratio_cpu"] = paired_ratio([p[0] for p in per["plain"]], [q[0] for q in per["qobs"]],
-                                                   cut=0.1)[0]
         r["meets_target"] = r["verdict"] == "met"
         r["qobs_vs_tracker_overhead"] = (paired - 1) / (tracker_paired - 1) if tracker_paired > 1 else None
         ok &= r["meets_target"]
@@ -199,23 +159,19 @@ def main() -> int:
         for label in plan:
             r = report[label]
             share = r["qobs_vs_tracker_overhead"]
-            print(f"  {label:8s} plain {r['plain_cpu_ms']:8.3f} ms CPU  qobs ratio {r['qobs_paired_ratio_cpu']:.4f}"
-                  f" (95% CI {r['qobs_paired_ratio_cpu_ci95'][0]:.4f}-{r['qobs_paired_ratio_cpu_ci95'][1]:.4f};"
-                  f" target <= {r['target']}: {r['verdict']}; trimmed {r['qobs_trimmed_ratio_cpu']:.4f})"
-                  f"  +{r['added_us_per_circuit']:.1f} CPU us/circuit  |  Tracker+callback"
-                  f" {r['tracker_paired_ratio_cpu']:.4f} cpu  (qobs overhead ="
+            lo, hi = r["qobs_ratio_cpu_ci95"]
+            wlo, whi = r["qobs_ratio_wall_ci95"]
+            print(f"  {label:8s} plain {r['plain_cpu_ms']:8.3f} ms CPU  qobs ratio {r['qobs_ratio_cpu']:.4f}"
+                  f" (95% CI {lo:.4f}-{hi:.4f}; target <= {r['target']}: {r['verdict']})"
+                  f"  +{r['added_us_per_circuit']:.1f} CPU us/circuit (qobs threads and flushes"
+                  f" {r['qobs_threads_cpu_us_per_call']:.1f} us/call)  |  Tracker+callback"
+                  f" {r['tracker_ratio_cpu']:.4f} cpu  (qobs overhead ="
                   f" {'n/a' if share is None else f'{share:.2f}'} x Tracker's)  [{r['blocks']} rounds x"
                   f" {r['calls_per_block']} calls]")
-            lo, hi = r["qobs_ratio_cpu_ci95"]
-            print(f"  {'':8s} ratios of means: qobs {r['qobs_ratio_cpu']:.4f} cpu (95% CI {lo:.4f}-{hi:.4f})"
-                  f" / {r['qobs_ratio_wall']:.4f} wall, Tracker"
-                  f" {r['tracker_ratio_cpu']:.4f} cpu / {r['tracker_ratio_wall']:.4f} wall;"
-                  f" medians of block ratios: qobs {r['qobs_median_ratio_cpu']:.4f}, Tracker"
-                  f" {r['tracker_median_ratio_cpu']:.4f}")
             gcs = r["full_gc_per_1000_calls"]
-            print(f"  {'':8s} full GC collections per 1000 calls: plain {gcs['plain']}, qobs {gcs['qobs']},"
-                  f" Tracker {gcs['tracker']}; qobs ratio with every variant's full-GC pauses taken out"
-                  f" {r['qobs_ratio_cpu_without_full_gc']:.4f} (diagnostic)")
+            print(f"  {'':8s} wall ratios of sums: qobs {r['qobs_ratio_wall']:.4f} (95% CI {wlo:.4f}-{whi:.4f}),"
+                  f" Tracker {r['tracker_ratio_wall']:.4f}; full GC collections in blocks per 1000 calls:"
+                  f" plain {gcs['plain']}, qobs {gcs['qobs']}, Tracker {gcs['tracker']}")
     return 0 if ok else 1
 
 

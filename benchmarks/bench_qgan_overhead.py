@@ -5,13 +5,15 @@ the adapters observe every job and ``qobs.training`` records every step into the
 (``--epochs`` each, on one generator backend built once, the same seed within a pair and a new one per
 pair) alternate in one process, plain and instrumented in turn (A B, then B A), until ``--seconds`` are
 spent, at least 10 pairs. Each instrumented training ends by recording and committing what it left
-(``qobs.flush()``, charged to it); the CPU qobs's background threads spend during plain trainings (idle
-rounds: the pipeline stays up) is taken out of them. Each training starts from a full GC collection
-(untimed, both alike); the full collections inside trainings are counted per side.
+(``qobs.flush()``, charged to it). Each training starts from a full GC collection (untimed, both alike);
+the full collections inside trainings are counted per side.
 
-The estimate is the mean of the per-pair ratios of process CPU time (every thread's) with its 95 %
-bootstrap interval (``_ratio.paired_ratio``); the verdict is ``met`` only when the whole interval is at or
-under the goal, ``missed`` when it is all above it, else ``inconclusive``. Separate processes per variant,
+The estimate (``_ratio.Meter`` and ``_ratio.charged_ratio``, whose docstring says why): the interquartile
+mean of the per-pair ratios of the program's own CPU (process CPU less qobs's threads' and less full-GC
+pauses), plus, charged in full, qobs's threads' CPU in the instrumented trainings, their flushes and any
+extra full-GC pauses, as a share of the plain CPU; with its 95 % bootstrap interval over pairs. The verdict
+is ``met`` only when the whole interval is at or under the goal, ``missed`` when it is all above it, else
+``inconclusive``. Separate processes per variant,
 as this script used to run, differed by 10-20 % between runs of the same variant on a shared machine.
 Each training also pays its fixed costs (the first parameters' transpilation, the final exact evaluation)
 on both sides; their share of a block is printed.
@@ -29,7 +31,7 @@ import tempfile
 import time
 import warnings
 
-from _ratio import FullCollections, paired_ratio, qobs_cpu_since, qobs_threads_cpu, ratio_ci, verdict
+from _ratio import Meter, charged_ratio, ratio_ci, verdict
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -55,25 +57,17 @@ def main() -> int:
     cfg = TrainConfig()
     gen = backends.make(cfg.sdk, cfg.backend, ansatz.make(cfg.ansatz, cfg.qubits, cfg.reps), cfg.shots, cfg.seed)
     train(TrainConfig(epochs=3, seed=0), telemetry=True, backend=gen)  # warm-up: imports, caches, first jobs
-    full = FullCollections()
+    meter = Meter()
 
     def timed(epochs: int, seed: int, on: bool) -> tuple[float, float]:
-        full.collect()
-        full.variant = str(on)
-        threads0 = qobs_threads_cpu()
-        c0, t0 = time.process_time(), time.perf_counter()
-        train(TrainConfig(epochs=epochs, seed=seed), telemetry=on, backend=gen)
-        if on:
-            qobs.flush()
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-        if not on:
-            cpu -= qobs_cpu_since(threads0)
-        full.variant = ""
-        return cpu, wall
+        """(own CPU, wall) seconds of one training."""
+        return meter.block(lambda: train(TrainConfig(epochs=epochs, seed=seed), telemetry=on, backend=gen), 1,
+                           str(on), qobs.flush if on else None, warm=False)
 
     instrumentation.uninstrument()
     fixed = statistics.median(timed(0, 1, False)[0] for _ in range(3))  # a training of no epochs: its fixed costs
-    blocks: dict[bool, list[tuple[float, float]]] = {False: [], True: []}  # (CPU s, wall s) per training
+    blocks: dict[bool, list[tuple[float, float]]] = {False: [], True: []}  # (own CPU s, wall s) per training
+    meter.start()
     t_start = time.perf_counter()
     r = 0
     while r < 10 or time.perf_counter() - t_start < args.seconds:
@@ -87,7 +81,7 @@ def main() -> int:
     instrumentation.instrument()
     qobs.shutdown()
     cpu = {on: [b[0] for b in blocks[on]] for on in blocks}
-    ratio, lo, hi = paired_ratio(cpu[False], cpu[True])
+    ratio, lo, hi = charged_ratio(cpu[False], cpu[True], meter.charged("True", "False"))
     wlo, whi = ratio_ci([b[1] for b in blocks[False]], [b[1] for b in blocks[True]])
     wall = sum(b[1] for b in blocks[True]) / sum(b[1] for b in blocks[False])
     plain_s = statistics.fmean(cpu[False])
@@ -96,7 +90,8 @@ def main() -> int:
           f" plain {plain_s:.2f} s CPU per block, of which {fixed / plain_s:.1%} fixed costs")
     print(f"instrumented/plain CPU {ratio:.3f} (95% CI {lo:.3f}-{hi:.3f}): overhead {(ratio - 1) * 100:+.1f} %,"
           f" goal <= {(TARGET - 1) * 100:.0f} %: {said}; wall ratio of sums {wall:.3f} ({wlo:.3f}-{whi:.3f});"
-          f" full GCs inside trainings plain/instrumented {full.count.get('False', 0)}/{full.count.get('True', 0)}")
+          f" full GCs inside trainings plain/instrumented {meter.full.count.get('False', 0)}/"
+          f"{meter.full.count.get('True', 0)}; qobs threads and flushes {meter.burst / r:.3f} s CPU per training")
     return 0 if said == "met" else 1
 
 
