@@ -12,8 +12,9 @@ The estimate (``_ratio.Meter`` and ``_ratio.charged_ratio``, whose docstring say
 mean of the per-pair ratios of the program's own CPU (process CPU less qobs's threads' and less full-GC
 pauses), plus, charged in full, qobs's threads' CPU in the instrumented trainings, their flushes and any
 extra full-GC pauses, as a share of the plain CPU; with its 95 % bootstrap interval over pairs. The verdict
-is ``met`` only when the whole interval is at or under the goal, ``missed`` when it is all above it, else
-``inconclusive``. Separate processes per variant,
+is ``met`` only when the whole interval is at or under the goal (and that of a 10 %-trimmed estimate too),
+``missed`` when it is all above it, else ``inconclusive``. With about a dozen pairs the interquartile mean
+keeps six ratios: treat its interval as rough. Separate processes per variant,
 as this script used to run, differed by 10-20 % between runs of the same variant on a shared machine.
 Each training also pays its fixed costs (the first parameters' transpilation, the final exact evaluation)
 on both sides; their share of a block is printed.
@@ -31,7 +32,7 @@ import tempfile
 import time
 import warnings
 
-from _ratio import Meter, charged_ratio, ratio_ci, verdict
+from _ratio import Block, Meter, judge, ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -59,14 +60,14 @@ def main() -> int:
     train(TrainConfig(epochs=3, seed=0), telemetry=True, backend=gen)  # warm-up: imports, caches, first jobs
     meter = Meter()
 
-    def timed(epochs: int, seed: int, on: bool) -> tuple[float, float]:
-        """(own CPU, wall) seconds of one training."""
+    def timed(epochs: int, seed: int, on: bool) -> Block:
+        """One training, timed."""
         return meter.block(lambda: train(TrainConfig(epochs=epochs, seed=seed), telemetry=on, backend=gen), 1,
                            str(on), qobs.flush if on else None, warm=False)
 
     instrumentation.uninstrument()
-    fixed = statistics.median(timed(0, 1, False)[0] for _ in range(3))  # a training of no epochs: its fixed costs
-    blocks: dict[bool, list[tuple[float, float]]] = {False: [], True: []}  # (own CPU s, wall s) per training
+    fixed = statistics.median(timed(0, 1, False).own for _ in range(3))  # a training of no epochs: its fixed costs
+    blocks: dict[bool, list[Block]] = {False: [], True: []}  # per training
     meter.start()
     t_start = time.perf_counter()
     r = 0
@@ -80,12 +81,10 @@ def main() -> int:
         r += 1
     instrumentation.instrument()
     qobs.shutdown()
-    cpu = {on: [b[0] for b in blocks[on]] for on in blocks}
-    ratio, lo, hi = charged_ratio(cpu[False], cpu[True], meter.charged("True", "False"))
-    wlo, whi = ratio_ci([b[1] for b in blocks[False]], [b[1] for b in blocks[True]])
-    wall = sum(b[1] for b in blocks[True]) / sum(b[1] for b in blocks[False])
-    plain_s = statistics.fmean(cpu[False])
-    said = verdict(lo, hi, TARGET)
+    ratio, lo, hi, said = judge(blocks[False], blocks[True], TARGET)
+    wlo, whi = ratio_ci([b.wall for b in blocks[False]], [b.wall for b in blocks[True]])
+    wall = sum(b.wall for b in blocks[True]) / sum(b.wall for b in blocks[False])
+    plain_s = statistics.fmean(b.own for b in blocks[False])
     print(f"QGAN training, {args.epochs} epochs per block, {r} pairs, {time.perf_counter() - t_start:.0f} s;"
           f" plain {plain_s:.2f} s CPU per block, of which {fixed / plain_s:.1%} fixed costs")
     print(f"instrumented/plain CPU {ratio:.3f} (95% CI {lo:.3f}-{hi:.3f}): overhead {(ratio - 1) * 100:+.1f} %,"
