@@ -115,10 +115,14 @@ def charged_ratio(plain: Sequence[Block], instr: Sequence[Block], *, cut: float 
 
 def judge(plain: Sequence[Block], instr: Sequence[Block], target: float) -> tuple[float, float, float, str]:
     """(estimate, low, high, verdict): the interquartile estimate and its interval, and the verdict, ``met``
-    only when the 10 %-trimmed estimate's interval is at or under the target too."""
+    only when the 10 %-trimmed estimate's interval is at or under the target too (if that alone stops it, the
+    verdict says so, with that interval's high end)."""
     est, lo, hi = charged_ratio(plain, instr)
     check_hi = charged_ratio(plain, instr, cut=CHECK_TRIM)[2]
-    return est, lo, hi, verdict(lo, max(hi, check_hi), target)
+    said = verdict(lo, max(hi, check_hi), target)
+    if said != "met" and verdict(lo, hi, target) == "met":
+        said = f"inconclusive (10%-trimmed up to {check_hi:.3f})"
+    return est, lo, hi, said
 
 
 def verdict(lo: float, hi: float, target: float) -> str:
