@@ -306,14 +306,16 @@ class _Recorder:
     queue first, on its own thread: a Prometheus collection or push, ``qobs.flush()``, the end of
     the run, a budget guard (so that a ``block`` budget sees every finished job), the cost of a
     training step and the fidelity probe. A queue that the thread does not get to (a user thread
-    holding the GIL) is drained inline by the next hand-over, so nothing waits long or piles up.
+    holding the GIL) is drained inline by the next hand-over after ``_late_after`` (about a second),
+    so nothing waits long or piles up.
     After ``IDLE_AFTER`` empty rounds the thread sleeps until a job is handed over (an idle program,
     a notebook between cells, costs no wake-ups).
     """
 
     # Every reader that needs the latest jobs drains first, so the interval trades only the thread's own cost
     # (per round and per job: measured 19 against 12 us of recorder CPU a job at 0.05 and 0.25 s, Aer loop)
-    # against how long a killed process's last jobs wait, unrecorded: at most this plus the store's flush.
+    # against how long a killed process's last jobs wait, unrecorded: this plus the store's flush interval
+    # (0.5 s), and for a Qiskit job whose result() is not called, its finisher's grace (0.5 to 1 s) first.
     INTERVAL_S = 0.25
     MAX_PENDING = 2048
     IDLE_AFTER = 4  # empty rounds (one second) before the thread sleeps until the next hand-over
@@ -474,14 +476,8 @@ def lean_possible() -> bool:
     result wanters marked ``skips_noiseless``). Checked per job: budgets and settings may change."""
     if _guards and guards_wanted():
         return False
-    rt = runtime._rt  # runtime.current(), and _kept(rt) below, inline: this runs for every job
-    if rt is None:
-        return False
-    for fn in _result_wanters:
-        if not getattr(fn, "skips_noiseless", False):
-            return False
-    settings = rt.settings
-    if settings.record_parameters or settings.record_results:
+    rt = runtime._rt  # runtime.current(), inline: this runs for every job
+    if rt is None or _kept(rt):
         return False
     return not tracing_possible()
 
@@ -578,9 +574,27 @@ def results_wanted(record: JobRecord) -> bool:
     return False
 
 
+_settlers: list[Callable[[], None]] = []
+
+
+def add_settler(fn: Callable[[], None]) -> None:
+    """Have ``drain`` call ``fn()`` first: an adapter's hand-over of jobs that have ended but that it leaves
+    unrecorded for a while (a Qiskit job whose ``result()`` may still come), so that every reader of what
+    recording produces (a flush, a scrape, a budget guard, the end of the run) sees every ended job."""
+    global _settlers
+    if fn not in _settlers:
+        _settlers = [*_settlers, fn]
+
+
 def drain(wait: float | None = None) -> bool:
-    """Record every job handed to ``finish_job_later`` so far, now, on this thread. With ``wait``: False when
-    it gave up (another thread recorded longer than that) or left a job whose reading may block."""
+    """Record every job that has ended so far (``add_settler``) and every job handed to ``finish_job_later``,
+    now, on this thread. With ``wait``: False when it gave up (another thread recorded longer than that) or
+    left a job whose reading may block."""
+    for fn in _settlers:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            report_internal("settle", exc)
     if _recorder._q or _recorder._busy:  # busy: a job taken off the queue is being recorded; wait for it
         return _recorder.drain(wait)
     return True

@@ -1164,6 +1164,7 @@ class _Finisher:
     def __init__(self) -> None:
         self._q: deque[_Tracker] = deque()
         self._wake = threading.Event()
+        self._lock = threading.RLock()  # one round at a time: its own, a reader's (``settle``), the exit's
         self.sleeping = False
         self._thread = threading.Thread(target=self._loop, name="qobs-qiskit-finisher", daemon=True)
         self._thread.start()
@@ -1192,6 +1193,10 @@ class _Finisher:
             self.run_due(time.perf_counter() - self.GRACE_S)
 
     def run_due(self, before: float) -> None:
+        with self._lock:
+            self._run_due(before)
+
+    def _run_due(self, before: float) -> None:
         if _lean:  # lean jobs whose future completed before ``before`` and whose result() nobody called
             for e in list(_lean.values()):
                 if e.t_done is not None and e.t_done <= before:
@@ -1218,7 +1223,16 @@ def _finisher() -> _Finisher:
             if _the_finisher is None:
                 _the_finisher = _Finisher()
                 runtime.add_exit_callback(lambda: _the_finisher.run_due(float("inf")))  # before its drain
+                telemetry.add_settler(_settle)
     return _the_finisher
+
+
+def _settle() -> None:
+    """A reader drains the recorder (``telemetry.drain``): jobs that have ended but wait out the finisher's
+    grace for their result() are recorded now, so that it sees them (a ``block`` budget counts them)."""
+    f = _the_finisher
+    if f is not None and (f._q or _lean):
+        f.run_due(time.perf_counter())
 
 
 def _ensure_result_hook(cls: type) -> None:

@@ -583,15 +583,21 @@ def test_a_repeated_job_whose_submission_raises_runs_the_sdk_once(qobs_run, untr
         ("error", "ValueError", "validation")] * 3
 
 
-def test_opt_in_recording_turned_on_before_a_lean_jobs_result_keeps_its_counts(qobs_run, untraced):
+def test_opt_in_recording_turned_on_while_a_lean_job_runs_keeps_its_counts(qobs_run, untraced):
+    """What is recorded of a job follows the settings in effect when it ends: opt-in recording turned on while
+    a lean job runs (the pipeline restarts meanwhile) sends it the full way at its result(), counts kept."""
+    from qiskit_aer.jobs import utils as aer_jobs
     from qobs_qiskit import _hooks
 
     sim = aer()
     qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
     sim.run(qc, shots=20).result()
+    gate = threading.Event()
+    aer_jobs.DEFAULT_EXECUTOR.submit(gate.wait, 30)  # the job waits behind this one
     job = sim.run(qc, shots=20)
-    assert id(job) in _hooks._lean
+    assert id(job) in _hooks._lean and not job.done()
     qobs.configure(store=str(qobs_run), flush_interval=0.05, record_results=True)
+    gate.set()
     counts = job.result().get_counts()
     row = jobs_rows(qobs_run)[-1]
     assert json.loads(json.loads(row["attrs"])["qobs.job.counts"]) == [counts]
@@ -714,3 +720,52 @@ def test_a_lean_job_whose_result_timed_out_is_recorded_when_it_ends_with_nothing
     while metric("qobs_jobs_total", **labels) - ok0 < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert metric("qobs_jobs_total", **labels) - ok0 == 1
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "full"])
+def test_a_flush_sees_a_job_that_ended_before_its_result_was_asked_for(qobs_run, untraced, lean):
+    """A job that has ended but whose result() has not been called waits out the finisher's grace (its result()
+    may still come). A reader of what recording produces must not wait for that: qobs.flush() right after the
+    job ends records it (on the lean lane, and on the full way, which a pass-through guard forces)."""
+    sim = AerSimulator(max_parallel_threads=1)
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    sim.run(qc, shots=10).result()  # described: the next one may be lean
+
+    def let_through(request):
+        return None
+
+    if not lean:
+        telemetry.add_submit_guard(let_through)
+    try:
+        job = sim.run(qc, shots=10)
+        deadline = time.monotonic() + 30
+        while not job.done() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        qobs.flush()
+        rows = jobs_rows(qobs_run)
+        assert [r["job_id"] for r in rows][-1:] == [job.job_id()] and len(rows) == 2
+        assert sum(job.result().get_counts().values()) == 10  # asked for later: not recorded again
+        qobs.flush()
+        assert len(jobs_rows(qobs_run)) == 2
+    finally:
+        telemetry.remove_submit_guard(let_through)
+
+
+def test_a_block_budget_counts_a_job_that_ended_before_its_result_was_asked_for(qobs_run):
+    """A finished job counts against a ``block`` budget at the next submission, its result() called or not."""
+    from qobs import budgets
+    from qobs.budgets import BudgetExceeded
+
+    budgets.clear()
+    qobs.budget("lab", shots=150, mode="block")
+    try:
+        sim = AerSimulator(max_parallel_threads=1)
+        qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+        first = sim.run(qc, shots=100)
+        deadline = time.monotonic() + 30
+        while not first.done() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with pytest.raises(BudgetExceeded):
+            sim.run(qc, shots=100)
+    finally:
+        budgets.clear()

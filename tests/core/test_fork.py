@@ -126,7 +126,7 @@ while not job.done():
 def child():
     sim.run(qc, shots=7).result()  # the child's first lean job starts the child's own finisher
     sim.run(qc, shots=7).result()
-    time.sleep(0.5)  # several of its scans
+    time.sleep(0.6)  # a round of its finisher (and the flush below settles what that holds)
     qobs.flush()
 
 
