@@ -63,22 +63,6 @@ def trimmed_mean(xs: Sequence[float], cut: float = 0.1) -> float:
     return sum(kept) / len(kept)
 
 
-def paired_ratio(plain: Sequence[float], instr: Sequence[float], *, cut: float = 0.0, level: float = 0.95,
-                 draws: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """The mean of the per-pair ratios ``instr[i] / plain[i]`` (each pair ran back to back, under the same
-    load), with its bootstrap interval over pairs; ``cut`` > 0 gives the trimmed mean instead. (The benchmarks
-    judge ``charged_ratio``, which charges qobs's bursts in full.)"""
-    n = len(plain)
-    if n != len(instr) or n < 2:
-        raise ValueError("need two or more block pairs")
-    ratios = [i / p for p, i in zip(plain, instr, strict=True)]
-    rng = random.Random(seed)
-    boot = sorted(trimmed_mean([ratios[rng.randrange(n)] for _ in range(n)], cut) for _ in range(draws))
-    lo = boot[int((1 - level) / 2 * draws)]
-    hi = boot[min(int((1 + level) / 2 * draws), draws - 1)]
-    return trimmed_mean(ratios, cut), lo, hi
-
-
 TRIM = 0.25  # the core estimate is the interquartile mean of the per-pair ratios
 CHECK_TRIM = 0.1  # the check that bursts on the program's threads were not trimmed away
 
