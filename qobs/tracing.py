@@ -2,11 +2,15 @@
 
 Nothing is exported unless an exporter is configured (``OTEL_TRACES_EXPORTER``, an OTLP endpoint,
 or ``OTEL_METRICS_EXPORTER=otlp``). Exporters run on the SDK's background threads; at exit they get
-a bounded time to flush, so a dead collector costs the user at most that, never an error.
+a bounded time to flush, so a dead collector costs the user at most that, never an error. A collector
+that refuses the connection outright costs not even that: its flush is skipped, with one line said.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import threading
 from typing import Any
 from urllib.parse import urlparse
@@ -21,6 +25,38 @@ def _signal_url(endpoint: str, protocol: str, signal: str) -> str:
     if protocol == "http/protobuf" and urlparse(endpoint).path in ("", "/"):
         return endpoint.rstrip("/") + f"/v1/{signal}"
     return endpoint
+
+
+log = logging.getLogger("qobs")
+PROBE_TIMEOUT_S = 0.25
+_PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _target(endpoint: str | None, protocol: str) -> tuple[str, int] | None:
+    """The (host, port) an OTLP exporter connects to, when it can be told: a URL with its port, or the default
+    endpoint. None when a proxy may carry HTTP export, or the port is left to the exporter."""
+    if protocol != "grpc" and any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    u = urlparse(endpoint or ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"))
+    try:
+        port = u.port
+    except ValueError:
+        return None
+    return (u.hostname, port) if u.hostname and port else None
+
+
+def _refused(target: tuple[str, int] | None) -> bool:
+    """Whether the collector at ``target`` refuses a connection outright (nothing listens there). Any other
+    outcome, a timeout included, is left to the bounded flush."""
+    if target is None:
+        return False
+    try:
+        with socket.create_connection(target, timeout=PROBE_TIMEOUT_S):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def _span_exporter(settings: Settings) -> Any:
@@ -103,6 +139,8 @@ class Tracing:
         self.owned_processor: Any | None = None
         self.owned_meter_provider: Any | None = None
         self.meter: Any | None = None
+        # where each owned exporter sends (None: a console exporter, or a target that cannot be told)
+        self._targets: dict[str, tuple[str, int] | None] = {"spans": None, "metrics": None}
         current = trace.get_tracer_provider()
         ours = _ours.get("tracer_provider")
         app_has_provider = not isinstance(current, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
@@ -121,6 +159,8 @@ class Tracing:
                 _ours.update(tracer_provider=provider, switch=switch)
             processor = BatchSpanProcessor(_span_exporter(settings), max_queue_size=16384, schedule_delay_millis=1000)
             _ours["switch"].delegate = self.owned_processor = processor
+            if settings.traces_exporter == "otlp":
+                self._targets["spans"] = _target(settings.otlp_traces_endpoint, settings.otlp_traces_protocol)
         from qobs import __version__
 
         self.tracer = trace.get_tracer("qobs", __version__)
@@ -138,6 +178,7 @@ class Tracing:
                 _ours["meter_provider"] = mp
             if otel_metrics.get_meter_provider() is _ours.get("meter_provider"):
                 self.owned_meter_provider = _ours["meter_provider"]
+                self._targets["metrics"] = _target(settings.otlp_metrics_endpoint, settings.otlp_metrics_protocol)
             self.meter = otel_metrics.get_meter("qobs", __version__)
 
     def shutdown(self, timeout: float = EXIT_FLUSH_SECONDS, *, final: bool = False) -> None:
@@ -154,8 +195,13 @@ class Tracing:
             switch.delegate = None  # new spans go nowhere until a pipeline plugs in again
 
         def stop() -> None:
-            for p, shut in ((processor, True), (mp, final)):
+            for p, shut, kind in ((processor, True, "spans"), (mp, final, "metrics")):
                 if p is None:
+                    continue
+                target = self._targets[kind]
+                if _refused(target):  # nothing listens there: a flush would only retry until its timeout
+                    log.warning("qobs: the OTLP collector at %s:%s refused the connection; %s not yet exported "
+                                "are dropped", target[0], target[1], kind)
                     continue
                 try:
                     p.force_flush(int(timeout * 1000))

@@ -99,6 +99,9 @@ def test_dead_collector_changes_nothing_for_the_user(protocol: str, tmp_path: Pa
     assert dead.returncode == plain.returncode == 0, dead.stderr
     assert dead.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1] == "user result 42"
     assert "Traceback" not in dead.stderr
+    # Nothing listens there: the exit flush is skipped (it would retry until its timeout), and said once per signal.
+    assert dead.stderr.count("refused the connection; spans not yet exported are dropped") == 1, dead.stderr
+    assert dead.stderr.count("refused the connection; metrics not yet exported are dropped") == 1, dead.stderr
 
 
 RESTART = textwrap.dedent("""
