@@ -284,10 +284,8 @@ class Writer:
             self.dropped += 1
             report_internal("store_backlog", OverflowError(f"{self.max_pending} rows pending; dropping"))
             return
-        self._q.put((table, columns, values, "insert"))
-        if self._sleeping:
-            self._wake_up()
-        elif time.monotonic() - self._last_drain > self._starved_after:
+        if not self._put((table, columns, values, "insert")) and \
+                time.monotonic() - self._last_drain > self._starved_after:
             self.inline_drains += 1
             self._drain(busy_ms=INLINE_BUSY_MS)  # on the user's thread: never wait long for a lock
 
@@ -298,15 +296,19 @@ class Writer:
 
     def insert_once(self, table: str, row: dict[str, Any]) -> None:
         """Queue an insert that keeps an existing row with the same key (a run shared by processes)."""
-        self._q.put((table, None, row, "insert_once"))
-        if self._sleeping:
-            self._wake_up()
+        self._put((table, None, row, "insert_once"))
 
     def update_run(self, row: dict[str, Any]) -> None:
         """Queue an update of the run ``row["run_id"]`` (non-null fields only)."""
-        self._q.put(("runs", None, row, "update"))
+        self._put(("runs", None, row, "update"))
+
+    def _put(self, item: tuple[str, Any, Any, str]) -> bool:
+        """Queue ``item``; True when that woke the sleeping thread. Every row goes through here."""
+        self._q.put(item)
         if self._sleeping:
             self._wake_up()
+            return True
+        return False
 
     def _wake_up(self) -> None:
         """The first row after a pause: the sleeping thread commits it at once (not late: no inline drain).
@@ -386,9 +388,7 @@ class Writer:
                     left = rows[done[0]:]
                     if busy_ms is not None and ("locked" in str(exc) or "busy" in str(exc)):
                         for row in left:
-                            self._q.put((table, cols, row, op))  # the writer thread commits them once the lock is gone
-                        if self._sleeping:
-                            self._wake_up()
+                            self._put((table, cols, row, op))  # the writer thread commits them once the lock is gone
                         continue
                     self.dropped += len(left)
                     report_internal("store", exc)

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from qobs.config import Settings
 
 EXIT_FLUSH_SECONDS = 2.0
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"  # OpenTelemetry's defaults, when no endpoint is set
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 EXPORT_TIMEOUT_SECONDS = 5.0
 
 
@@ -37,7 +39,7 @@ def _target(endpoint: str | None, protocol: str) -> tuple[str, int] | None:
     endpoint. None when a proxy may carry HTTP export, or the port is left to the exporter."""
     if protocol != "grpc" and any(os.environ.get(v) for v in _PROXY_VARS):
         return None
-    u = urlparse(endpoint or ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"))
+    u = urlparse(endpoint or (DEFAULT_GRPC_ENDPOINT if protocol == "grpc" else DEFAULT_HTTP_ENDPOINT))
     try:
         port = u.port
     except ValueError:
@@ -72,7 +74,7 @@ def _span_exporter(settings: Settings) -> Any:
             timeout=EXPORT_TIMEOUT_SECONDS)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    url = _signal_url(endpoint or "http://localhost:4318", "http/protobuf", "traces")
+    url = _signal_url(endpoint or DEFAULT_HTTP_ENDPOINT, "http/protobuf", "traces")
     return Http(endpoint=url, timeout=EXPORT_TIMEOUT_SECONDS)
 
 
@@ -85,7 +87,7 @@ def _metric_exporter(settings: Settings) -> Any:
             timeout=EXPORT_TIMEOUT_SECONDS)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    url = _signal_url(endpoint or "http://localhost:4318", "http/protobuf", "metrics")
+    url = _signal_url(endpoint or DEFAULT_HTTP_ENDPOINT, "http/protobuf", "metrics")
     return Http(endpoint=url, timeout=EXPORT_TIMEOUT_SECONDS)
 
 

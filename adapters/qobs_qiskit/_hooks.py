@@ -1178,18 +1178,22 @@ class _Finisher:
         self.sleeping = False
         self._wake.set()
 
+    def has_work(self) -> bool:
+        """Jobs to look after: deferred ones, or lean ones whose result() may never come."""
+        return bool(self._q or _lean)
+
     def _loop(self) -> None:
         empty = 0
         while True:
             if empty >= self.IDLE_AFTER:
                 self.sleeping = True
-                if not self._q and not _lean:  # a job added before the flag was up finds the thread awake
+                if not self.has_work():  # a job added before the flag was up finds the thread awake
                     self._wake.wait()
                 self.sleeping = False
                 empty = 0
             self._wake.clear()
             time.sleep(self.GRACE_S)
-            empty = 0 if self._q or _lean else empty + 1
+            empty = 0 if self.has_work() else empty + 1
             self.run_due(time.perf_counter() - self.GRACE_S)
 
     def run_due(self, before: float) -> None:
@@ -1231,7 +1235,7 @@ def _settle() -> None:
     """A reader drains the recorder (``telemetry.drain``): jobs that have ended but wait out the finisher's
     grace for their result() are recorded now, so that it sees them (a ``block`` budget counts them)."""
     f = _the_finisher
-    if f is not None and (f._q or _lean):
+    if f is not None and f.has_work():
         f.run_due(time.perf_counter())
 
 
