@@ -109,6 +109,21 @@ def judge(plain: Sequence[Block], instr: Sequence[Block], target: float) -> tupl
     return est, lo, hi, said
 
 
+def alternate(block: Callable[[bool, int], Block], seconds: float, min_pairs: int = 10
+              ) -> tuple[list[Block], list[Block]]:
+    """Pairs of blocks, plain (``False``) and instrumented (``True``), A B then B A, until ``seconds`` are spent
+    and at least ``min_pairs`` pairs ran: (plain blocks, instrumented blocks). ``block(on, pair)`` runs one."""
+    plain: list[Block] = []
+    instr: list[Block] = []
+    t0 = time.perf_counter()
+    r = 0
+    while r < min_pairs or time.perf_counter() - t0 < seconds:
+        for on in ((False, True) if r % 2 == 0 else (True, False)):
+            (instr if on else plain).append(block(on, r))
+        r += 1
+    return plain, instr
+
+
 def verdict(lo: float, hi: float, target: float) -> str:
     """``met`` when the whole interval is at or under the target, ``missed`` when it is all above it, else
     ``inconclusive``: the machine's noise does not let this run tell."""

@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from _ratio import Block, Meter, charged_ratio, judge, ratio_ci
+from _ratio import Block, Meter, alternate, charged_ratio, judge, ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -120,13 +120,11 @@ def main() -> int:
         base: dict[str, list[Block]] = {"qobs": [], "tracker": []}  # the plain block of each pair
         meter.start()
         for other, share in (("qobs", 2 / 3), ("tracker", 1 / 3)):
-            t0 = time.perf_counter()
-            n = 0
-            while n < 10 or time.perf_counter() - t0 < budget * share:
-                for name in (("plain", other) if n % 2 == 0 else (other, "plain")):
-                    block = variants[name](fns[label], calls, f"{label}:{name}")
-                    (base[other] if name == "plain" else per[other]).append(block)
-                n += 1
+            def block(on: bool, pair: int, other: str = other, label: str = label, calls: int = calls) -> Block:
+                name = other if on else "plain"
+                return variants[name](fns[label], calls, f"{label}:{name}")
+
+            base[other], per[other] = alternate(block, budget * share)
         per["plain"] = base["qobs"]
         b = len(per["qobs"])
         blocks_of = {"plain": len(base["qobs"]) + len(base["tracker"]), "qobs": b, "tracker": len(per["tracker"])}

@@ -32,7 +32,7 @@ import tempfile
 import time
 import warnings
 
-from _ratio import Block, Meter, judge, ratio_ci
+from _ratio import Block, Meter, alternate, judge, ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -67,18 +67,19 @@ def main() -> int:
 
     instrumentation.uninstrument()
     fixed = statistics.median(timed(0, 1, False).own for _ in range(3))  # a training of no epochs: its fixed costs
-    blocks: dict[bool, list[Block]] = {False: [], True: []}  # per training
     meter.start()
     t_start = time.perf_counter()
-    r = 0
-    while r < 10 or time.perf_counter() - t_start < args.seconds:
-        for on in ((False, True) if r % 2 == 0 else (True, False)):
-            if on:
-                instrumentation.instrument()
-            else:
-                instrumentation.uninstrument()
-            blocks[on].append(timed(args.epochs, r + 1, on))
-        r += 1
+
+    def training(on: bool, pair: int) -> Block:  # the same seed within a pair, a new one per pair
+        if on:
+            instrumentation.instrument()
+        else:
+            instrumentation.uninstrument()
+        return timed(args.epochs, pair + 1, on)
+
+    plain, instr = alternate(training, args.seconds)
+    blocks = {False: plain, True: instr}
+    r = len(plain)
     instrumentation.instrument()
     qobs.shutdown()
     ratio, lo, hi, said = judge(blocks[False], blocks[True], TARGET)

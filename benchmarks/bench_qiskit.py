@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from _ratio import Block, Meter, judge, ratio_ci
+from _ratio import Block, Meter, alternate, judge, ratio_ci
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -92,17 +92,17 @@ def main() -> int:
         for _ in range(3):
             job()  # warm both paths' caches
         meter.start()
-        blocks: dict[bool, list[Block]] = {False: [], True: []}
-        t0_work = time.perf_counter()
-        r = 0
-        while r < 10 or time.perf_counter() - t0_work < args.seconds:
-            for on in ((False, True) if r % 2 == 0 else (True, False)):
-                if on:
-                    instrumentation.instrument()
-                else:
-                    instrumentation.uninstrument()
-                blocks[on].append(meter.block(job, reps, f"{name}:{on}", qobs.flush if on else None))
-            r += 1
+
+        def block(on: bool, pair: int, job: Callable[[], object] = job, reps: int = reps, name: str = name) -> Block:
+            if on:
+                instrumentation.instrument()
+            else:
+                instrumentation.uninstrument()
+            return meter.block(job, reps, f"{name}:{on}", qobs.flush if on else None)
+
+        plain, instr = alternate(block, args.seconds)
+        blocks = {False: plain, True: instr}
+        r = len(plain)
         instrumentation.instrument()
         wall = {on: [b.wall for b in blocks[on]] for on in blocks}
         ratio, lo, hi, said = judge(blocks[False], blocks[True], target)
