@@ -174,6 +174,7 @@ def load_file(path: str | None) -> None:
         for n in _from_file:
             _budgets.pop(n, None)
         _from_file.clear()
+    _changed()
     if not path:
         return
     loaded = parse_file(path)
@@ -181,6 +182,7 @@ def load_file(path: str | None) -> None:
         for b in loaded:
             _budgets[b.name] = b
             _from_file.add(b.name)
+    _changed()
     for b in loaded:
         with contained("budgets"):
             _publish(b, *_used(b, time.time()))
@@ -199,6 +201,7 @@ def budget(name: str, *, shots: int | None = None, usd: float | str | Decimal | 
     with _lock:
         _budgets[b.name] = b
         _from_file.discard(b.name)
+    _changed()
     with contained("budgets"):
         _publish(b, *_used(b, time.time()))
     return b
@@ -208,6 +211,7 @@ def remove(name: str) -> None:
     with _lock:
         _budgets.pop(name, None)
         _from_file.discard(name)
+    _changed()
 
 
 def clear() -> None:
@@ -216,6 +220,14 @@ def clear() -> None:
         _budgets.clear()
         _from_file.clear()
         _warned.clear()
+    _changed()
+
+
+def _changed() -> None:
+    """Whether jobs must be shown to the budget guard (``features.guard.wanted``) may have changed."""
+    from qobs import telemetry
+
+    telemetry.lean_changed()
 
 
 def declared() -> list[Budget]:

@@ -110,8 +110,15 @@ def start() -> Runtime | None:
 
             features.activate(s)
         _rt = rt
+        _lean_changed()
         _install_exit_hooks()
         return rt
+
+
+def _lean_changed() -> None:
+    from qobs import telemetry
+
+    telemetry.lean_changed()  # whether jobs may take the lean lane depends on the runtime and its settings
 
 
 def stop(status: str | None = None, exit_code: int | None = None, *, final: bool = False) -> None:
@@ -131,6 +138,7 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
             telemetry.drain()
     with _lock:
         rt, _rt = _rt, None
+    _lean_changed()
     if rt is None or rt._ended:
         return
     rt._ended = True

@@ -124,13 +124,28 @@ class SubmissionRefused(Exception):
 
 
 def add_submit_guard(fn: SubmitGuard) -> None:
+    """Ask ``fn`` about every job before submission. A guard whose ``wanted()`` answer changes calls
+    ``lean_changed()`` when it does."""
     if fn not in _guards:
         _guards.append(fn)
+    lean_changed()
 
 
 def remove_submit_guard(fn: SubmitGuard) -> None:
     if fn in _guards:
         _guards.remove(fn)
+    lean_changed()
+
+
+lean_epoch = 0  # bumped by ``lean_changed``: adapters that remember ``lean_possible()`` compare it
+
+
+def lean_changed() -> None:
+    """Say that ``lean_possible()`` or ``results_kept()`` may answer differently now (a guard, a result wanter, a
+    budget, the runtime changed): adapters that remember the answer for a repeated job (it is asked per job)
+    ask again. The tracer provider, which the user may set at any time, is not covered: compare it directly."""
+    global lean_epoch
+    lean_epoch += 1
 
 
 def check_submit(request: SubmitRequest) -> SubmitDecision | None:
@@ -191,6 +206,12 @@ def _tracer() -> Any:
 
 _otel_trace: Any = None
 _env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def tracer_provider_slot() -> Any:
+    """What ``tracing_possible`` reads: the API's provider slot (compared by identity to see that it changed)."""
+    tracing_possible()  # imports the API
+    return getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace)
 
 
 def tracing_possible() -> bool:
@@ -473,7 +494,8 @@ def record_later(make: Callable[[], JobHandle | None], ctx: Any | None = None) -
 def lean_possible() -> bool:
     """Whether a job of an ideal (noiseless) simulator may take an adapter's lean lane now: no submit guard
     wants to see it, no span can record it, nothing will read its result (no opt-in recording, and only
-    result wanters marked ``skips_noiseless``). Checked per job: budgets and settings may change."""
+    result wanters marked ``skips_noiseless``). Budgets and settings may change: an adapter asks per job, or
+    remembers the answer while ``lean_epoch`` and the tracer provider (``tracer_provider_slot``) stay the same."""
     if _guards and guards_wanted():
         return False
     rt = runtime._rt  # runtime.current(), inline: this runs for every job
@@ -547,11 +569,13 @@ def add_result_wanter(fn: Callable[[JobRecord], bool]) -> None:
     global _result_wanters
     if fn not in _result_wanters:
         _result_wanters = [*_result_wanters, fn]
+    lean_changed()
 
 
 def remove_result_wanter(fn: Callable[[JobRecord], bool]) -> None:
     global _result_wanters
     _result_wanters = [f for f in _result_wanters if f is not fn]
+    lean_changed()
 
 
 def results_wanted(record: JobRecord) -> bool:

@@ -81,6 +81,7 @@ class _State:
         self.pubs: dict[tuple[int, int | None], tuple[Any, int, Any]] = {}
         self.backends: dict[int, tuple[Any, str, str, bool | None]] = {}  # id -> (ref, name, provider, simulator)
         self.descs: dict[tuple, tuple[Any, tuple[Any, ...], tuple[int, ...], _Desc]] = {}
+        self.fast: dict[int, _Fast] = {}  # id(target) -> its last lean job's submission
 
 
 _state = _State()
@@ -800,10 +801,15 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
                 args = (list(args[0]), *args[1:])  # a generator of pubs must survive our look at it
             elif not args and "pubs" in kwargs and not isinstance(kwargs["pubs"], (list, tuple)):
                 kwargs["pubs"] = list(kwargs["pubs"])
+            if len(args) == 1:
+                f = _state.fast.get(id(self))
+                if f is not None and f.hit(self, args[0], kwargs):
+                    return _lean_run(orig, self, args, kwargs, f.desc, f.epoch)
+            epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
             pubs = args[0] if args else kwargs.get("pubs", [])
             desc, lean = _described_lane(_describe_primitive, self, kind, pubs, kwargs)
             if lean:
-                return _lean_run(orig, self, args, kwargs, desc)
+                return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1 and "shots" in kwargs)
             return _observe(orig, self, kind, args, kwargs, desc)
 
         return run
@@ -816,10 +822,15 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _tls.depth:
             return orig(self, *args, **kwargs)
+        if len(args) == 1:
+            f = _state.fast.get(id(self))
+            if f is not None and f.hit(self, args[0], kwargs):
+                return _lean_run(orig, self, args, kwargs, f.desc, f.epoch)
+        epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
         if lean:
-            return _lean_run(orig, self, args, kwargs, desc)
+            return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1)
 
         def call(target: Any, *a: Any, **k: Any) -> Any:
             # A fallback backend of another class runs through its own class's run (passes through: nested).
@@ -946,20 +957,34 @@ def _from_future(tracker: _Tracker, fut: Future) -> None:
 # --- the lean lane ------------------------------------------------------------------------------
 class _Lean:
     """A repeated job of an ideal simulator when ``telemetry.lean_possible()`` (no guard, no span, nothing
-    reads its result). The user's thread keeps the job and its clock, and reads the result's few figures at
-    ``result()``; the job's record is made and recorded on the recorder's thread (``telemetry.record_later``).
-    A job whose ``result()`` is not called within the finisher's grace is read from its future there."""
+    reads its result). The user's thread keeps the job and its clock, and at ``result()`` reads the result's
+    few figures into the entry itself (``record``: ``_outcome`` reads into it as into a job record), so that
+    the SDK's objects can go at once; the entry is then queued (``telemetry.record_later``) and called on the
+    recorder's thread, where it makes the job's record. A job whose ``result()`` is not called within the
+    finisher's grace is read from its future there."""
 
-    __slots__ = ("ctx", "desc", "gen", "job", "t0", "t_done", "t_end", "t_run")
+    __slots__ = ("circuits", "ctx", "desc", "duration_s", "ended", "epoch", "error_type", "execution_s", "gen",
+                 "job", "job_id", "queue_s", "session_id", "shots", "status", "t0", "t_done", "t_end", "t_run")
 
-    def __init__(self, desc: _Desc, t0: float) -> None:
+    def __init__(self, desc: _Desc, t0: float, epoch: int) -> None:
         self.desc, self.t0 = desc, t0
+        self.epoch = epoch  # ``telemetry.lean_epoch`` as the lane was chosen: if it moved, ``results_kept`` is asked
         self.job: Any = None
         self.gen = _state.generation
         self.t_run: float | None = None   # the job's function ran from here (PrimitiveJob, ``_make_submit``)
         self.t_end: float | None = None   # to here
         self.t_done: float | None = None  # its future completed
+        self.ended: float | None = None   # the end recorded (``_lean_submit``)
         self.ctx: Any = contextvars.copy_context()
+        self.circuits = desc.circuits
+        self.status, self.error_type = "ok", None
+        self.shots: int | None = None
+        self.execution_s = self.queue_s = self.duration_s = None
+        self.job_id = self.session_id = None
+
+    @property
+    def record(self) -> _Lean:  # ``_outcome`` reads into ``handle.record``
+        return self
 
     def done(self, fut: Future) -> None:
         """The job's future completed (on the SDK's thread): a cancellation is recorded now, the rest is left
@@ -969,26 +994,92 @@ class _Lean:
             with _contained:
                 _lean_late(self)
 
+    def __call__(self) -> JobHandle:
+        """On the recorder's thread: the job's record, as ``_start`` and ``_outcome`` would have made it."""
+        desc, ctx = self.desc, self.ctx
+        self.desc = self.ctx = None  # the entry lives on in the future's done-callbacks while the user keeps the job
+        rec = JobRecord(operation=desc.operation, backend=desc.backend, provider=desc.provider, circuits=self.circuits,
+                        bindings=desc.bindings, shots_requested=desc.shots_req, precision=desc.precision,
+                        simulator=desc.simulator, session_id=self.session_id or desc.session_id,
+                        model=ctx.get(CURRENT_MODEL), started_at=time.time() - (time.perf_counter() - self.t0),
+                        status=self.status, error_type=self.error_type, shots=self.shots,
+                        execution_s=self.execution_s, queue_s=self.queue_s, duration_s=self.duration_s,
+                        job_id=self.job_id)
+        rec.context[CTX_BACKEND] = desc.backend_obj
+        _shapes(desc, rec)
+        h = JobHandle(rec, None, self.t0)
+        h.t_end = self.ended
+        return h
 
-class _Figures:
-    """What a lean job's outcome said (``_outcome`` reads into it as into a record), read as it ends so that
-    the SDK's objects can go at once."""
 
-    status = "ok"
-    error_type: str | None = None
-    shots: int | None = None
-    execution_s: float | None = None
-    queue_s: float | None = None
-    duration_s: float | None = None
-    job_id: str | None = None
-    session_id: str | None = None
+class _Fast:
+    """A lean job's submission, remembered so that the next identical one skips describing the job and choosing
+    its lane: the same target, the same run input objects (of the same lengths), equal keyword arguments, and
+    what chose the lane unchanged (``telemetry.lean_epoch``, the tracer provider, the simulator's noise model
+    and default shots, read from its options). Its job type is known to take the lean lane."""
 
-    def __init__(self, circuits: int) -> None:
-        self.circuits = circuits
+    __slots__ = ("desc", "epoch", "fields", "items", "job_type", "kwargs", "lengths", "one", "opts", "provider",
+                 "shots", "target", "trace", "watched")
 
-    @property
-    def record(self) -> _Figures:  # ``_outcome`` reads into ``handle.record``
-        return self
+    def hit(self, target: Any, run_input: Any, kwargs: dict[str, Any]) -> bool:
+        if target is not self.target or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
+                or self.trace._TRACER_PROVIDER is not self.provider:
+            return False
+        if self.one:
+            if run_input is not self.items or len(run_input) != self.lengths:
+                return False
+        elif type(run_input) is not list or len(run_input) != len(self.items):
+            return False
+        else:
+            for a, b, n in zip(run_input, self.items, self.lengths, strict=True):
+                if a is not b or len(a) != n:
+                    return False
+        fields = self.fields
+        if fields is None:
+            return True
+        return self.watched._options is self.opts and fields.get("noise_model", False) is None and \
+            (self.shots is _UNSET or fields.get("shots") == self.shots)
+
+
+_UNSET: Any = object()
+_FAST_MAX = 64  # targets remembered (each holds its target and run input alive until it is replaced)
+_SIMPLE = (int, float, str, bool, type(None))
+
+
+def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, epoch: int, job_type: type) -> None:
+    """Remember a lean job's submission for ``_Fast.hit`` (when every part of it can be watched cheaply)."""
+    for v in kwargs.values():
+        if type(v) not in _SIMPLE:
+            return
+    f = _Fast()
+    f.target, f.kwargs, f.desc, f.epoch, f.job_type = target, dict(kwargs), desc, epoch, job_type
+    f.trace = _otel_trace()
+    f.provider = telemetry.tracer_provider_slot()
+    QuantumCircuit = _qc_type()
+    if type(run_input) is QuantumCircuit:
+        f.one, f.items, f.lengths = True, run_input, len(run_input)
+    elif type(run_input) is list and run_input and all(type(c) is QuantumCircuit for c in run_input):
+        f.one, f.items, f.lengths = False, list(run_input), [len(c) for c in run_input]
+    else:
+        return
+    f.fields = f.opts = f.watched = None
+    f.shots = _UNSET
+    backend = desc.backend_obj
+    if desc.provider == "qiskit":  # the reference primitives, BasicSimulator: noiseless by type
+        if desc.operation == "backend_run" and "shots" not in kwargs:
+            return  # its default shots would go unwatched
+    else:  # Aer: a noise model set on its options since would make it noisy
+        opts = getattr(backend, "_options", None)
+        fields = getattr(opts, "_fields", None)
+        if type(fields) is not dict or getattr(backend, "options", None) is not opts:
+            return
+        f.watched, f.opts, f.fields = backend, opts, fields
+        if desc.operation == "backend_run" and "shots" not in kwargs:
+            f.shots = fields.get("shots")
+    with _state.lock:
+        if len(_state.fast) >= _FAST_MAX:
+            _state.fast.clear()
+        _state.fast[id(target)] = f
 
 
 def _lean_ok(desc: _Desc) -> bool:
@@ -1005,20 +1096,29 @@ def _lean_ok(desc: _Desc) -> bool:
 _noiseless_fn: Callable[[bool | None, str, Any], bool] | None = None
 
 
-def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any], desc: _Desc) -> Any:
-    return _scoped(orig, target, args, kwargs, _Lean(desc, time.perf_counter()))
+def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any], desc: _Desc, epoch: int,
+              remember: bool = False) -> Any:
+    """Submit a lean job; with ``remember``, remember its submission (``_Fast``) if it took the lean lane."""
+    entry = _Lean(desc, time.perf_counter(), epoch)
+    job = _scoped(orig, target, args, kwargs, entry)
+    if remember and entry.job is job:
+        with _contained:
+            _remember(target, args[0], kwargs, desc, epoch, type(job))
+    return job
 
 
 def _lean_track(job: Any, entry: _Lean) -> None:
+    """Track a lean job (``entry.job``), or a job without a future to watch or whose reading may block on the
+    usual path."""
     fut = getattr(job, "_future", None)
     if isinstance(fut, Future) and _lean_type(type(job)):
         entry.job = job
         _lean_add(job, entry)
         fut.add_done_callback(entry.done)
-    else:  # a job without a future to watch, or one whose reading may block: the usual path
-        tracker = _as_tracker(entry)
-        tracker.t_run, tracker.t_end = entry.t_run, entry.t_end
-        _track(job, tracker)
+        return
+    tracker = _as_tracker(entry)
+    tracker.t_run, tracker.t_end = entry.t_run, entry.t_end
+    _track(job, tracker)
 
 
 def _lean_add(job: Any, entry: _Lean) -> None:
@@ -1071,22 +1171,22 @@ def _lean_result(orig: Callable[..., Any], job: Any, entry: _Lean, args: tuple, 
         raise
     if entry.gen != _state.generation:
         return out
-    if telemetry.results_kept():  # opt-in recording turned on since the job was submitted: the full way
-        with _contained:
+    if entry.epoch != telemetry.lean_epoch and telemetry.results_kept():
+        with _contained:  # opt-in recording turned on since the job was submitted: the full way
             _full_from_lean(entry, job, out)
         return out
-    desc = entry.desc
-    fig = _Figures(desc.circuits)
     try:
-        if desc.operation == "backend_run":
-            _read_backend_result(fig, desc, out, False)
+        if entry.desc.operation == "backend_run":
+            _read_backend_result(entry, entry.desc, out, False)
         else:
-            _read_primitive_result(fig, desc, out, False)
-        _read_job(fig, job, entry.t_run, entry.t_end)
+            _read_primitive_result(entry, entry.desc, out, False)
+        _read_job(entry, job, entry.t_run, entry.t_end)
     except Exception as exc:  # noqa: BLE001 - the figures read so far are recorded
         report_internal(COMPONENT, exc)
-    with _contained:
-        _lean_submit(entry, fig)
+    try:
+        _lean_submit(entry)
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
     return out
 
 
@@ -1119,34 +1219,17 @@ def _lean_settle(entry: _Lean, fut: Future) -> None:
     if result is not None and telemetry.results_kept():
         _full_from_lean(entry, entry.job, result)
         return
-    fig = _Figures(entry.desc.circuits)
-    _outcome(entry.desc, entry.job, entry.t_run, entry.t_end, result, error, cancelled, False, fig, False)
-    _lean_submit(entry, fig)
+    _outcome(entry.desc, entry.job, entry.t_run, entry.t_end, result, error, cancelled, False, entry, False)
+    _lean_submit(entry)
 
 
-def _lean_submit(entry: _Lean, fig: _Figures) -> None:
+def _lean_submit(entry: _Lean) -> None:
+    """Queue the entry, its figures read, to be recorded (``_Lean.__call__``); the job (its future, its result)
+    goes now."""
     end = entry.t_done if entry.t_done is not None else entry.t_end
-    t_end = end if end is not None else time.perf_counter()
-    desc, ctx = entry.desc, entry.ctx
-    # the job (its future, its result) goes now; the entry lives on in the future's done-callbacks as long as
-    # the user keeps the job, so it lets go of the context (user objects) and the description too
-    entry.job = entry.ctx = entry.desc = None
-    telemetry.record_later(functools.partial(_lean_record, desc, entry.t0, t_end, fig, ctx), ctx)
-
-
-def _lean_record(desc: _Desc, t0: float, t_end: float, fig: _Figures, ctx: Any) -> JobHandle:
-    """On the recorder's thread: the job's record, as ``_start`` and ``_outcome`` would have made it."""
-    rec = JobRecord(operation=desc.operation, backend=desc.backend, provider=desc.provider, circuits=fig.circuits,
-                    bindings=desc.bindings, shots_requested=desc.shots_req, precision=desc.precision,
-                    simulator=desc.simulator, session_id=fig.session_id or desc.session_id,
-                    model=ctx.get(CURRENT_MODEL), started_at=time.time() - (time.perf_counter() - t0),
-                    status=fig.status, error_type=fig.error_type, shots=fig.shots, execution_s=fig.execution_s,
-                    queue_s=fig.queue_s, duration_s=fig.duration_s, job_id=fig.job_id)
-    rec.context[CTX_BACKEND] = desc.backend_obj
-    _shapes(desc, rec)
-    h = JobHandle(rec, None, t0)
-    h.t_end = t_end
-    return h
+    entry.ended = end if end is not None else time.perf_counter()
+    entry.job = None
+    telemetry.record_later(entry, entry.ctx)
 
 
 class _Finisher:
@@ -1328,8 +1411,8 @@ def _may_block(cls: type) -> bool:
 
 
 def _outcome(desc: _Desc, job: Any, t_run: float | None, t_end: float | None, result: Any,
-             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle | _Figures, keep: bool) -> None:
-    """Read a job's outcome into its record (``h.record``: a ``JobRecord``, or a lean job's ``_Figures``); with
+             error: BaseException | None, cancelled: bool, failed: bool, h: JobHandle | _Lean, keep: bool) -> None:
+    """Read a job's outcome into its record (``h.record``: a ``JobRecord``, or a lean job's entry); with
     ``keep``, the result, counts and circuits too, for listeners."""
     rec = h.record
     if cancelled or isinstance(error, CancelledError):
@@ -1609,6 +1692,7 @@ def _forked_child() -> None:
     _the_finisher = _the_poller = None
     _finisher_lock = threading.Lock()
     _lean_types.clear()  # so that the child's first lean job starts the child's finisher
+    _state.fast.clear()  # (they remember their job type as lean)
     _lean.clear()  # the parent's jobs: the parent records them (the child's finisher would record them again)
     _forksafe.renew_attr(_state, "lock")  # a poller's or finisher's hand-over may have held it
 

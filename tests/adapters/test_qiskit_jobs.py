@@ -769,3 +769,64 @@ def test_a_block_budget_counts_a_job_that_ended_before_its_result_was_asked_for(
             sim.run(qc, shots=100)
     finally:
         budgets.clear()
+
+
+def test_a_remembered_lean_submission_is_asked_again_when_anything_that_chose_its_lane_changes(
+        qobs_run, untraced, monkeypatch):
+    """A repeated lean job's submission is remembered (``_Fast``) so that the next identical one skips describing
+    it. Each change below must send the next job through the description and lane choice again: a noise model or
+    default shots set on the simulator's options, a circuit grown in place, other keyword arguments, a declared
+    budget (its guard wants to see jobs), a tracer provider set by the user, opt-in recording turned on. Each job's
+    lane and its row must be what a job described anew gets."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+    from qobs_qiskit import _hooks
+
+    sim = aer()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    lanes: list[tuple[str, bool]] = []
+
+    def run(label: str, **kw) -> None:
+        job = sim.run(qc, **kw)
+        lanes.append((label, id(job) in _hooks._lean))
+        job.result()
+
+    sim.set_options(shots=30)
+    for _ in range(3):
+        run("repeat")  # the first is described, the second remembered, the third remembered's hit
+    assert id(sim) in _hooks._state.fast
+    sim.set_options(shots=40)
+    for label in ("default shots", "ideal", "ideal"):
+        run(label)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), ["cx"])
+    sim.set_options(noise_model=noise)
+    run("noise model")
+    sim.set_options(noise_model=None)  # Aer's default again: ideal
+    run("ideal again")
+    run("shots keyword", shots=50)
+    run("shots keyword", shots=50)
+    qc.x(0)  # grown in place: deeper
+    run("grown", shots=50)
+    run("grown", shots=50)
+    qobs.budget("cap", shots=10**9, mode="block")
+    run("budget", shots=50)
+    qobs.budgets.remove("cap")
+    run("no budget", shots=50)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", TracerProvider())
+    run("tracer provider", shots=50)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    run("untraced", shots=50)
+    qobs.configure(store=str(qobs_run), flush_interval=0.05, record_results=True)
+    run("opt-in", shots=50)
+    rows = jobs_rows(qobs_run)
+    assert lanes == [("repeat", False), ("repeat", True), ("repeat", True), ("default shots", False),
+                     ("ideal", True), ("ideal", True), ("noise model", False), ("ideal again", True),
+                     ("shots keyword", False), ("shots keyword", True), ("grown", False), ("grown", True),
+                     ("budget", False), ("no budget", True), ("tracer provider", False), ("untraced", True),
+                     ("opt-in", False)]
+    assert [r["shots"] for r in rows] == [30] * 3 + [40] * 5 + [50] * 9
+    assert [r["shots_requested"] for r in rows] == [r["shots"] for r in rows]
+    assert [r["depth"] for r in rows[10:]] == [qc.depth()] * 7 and rows[9]["depth"] < qc.depth()
+    assert "qobs.job.counts" in json.loads(rows[-1]["attrs"])  # opt-in: the full way
