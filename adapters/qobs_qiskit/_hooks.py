@@ -1022,23 +1022,26 @@ class _Fast:
                  "shots", "target", "trace", "watched")
 
     def hit(self, target: Any, run_input: Any, kwargs: dict[str, Any]) -> bool:
-        if target is not self.target or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
-                or self.trace._TRACER_PROVIDER is not self.provider:
-            return False
-        if self.one:
-            if run_input is not self.items or len(run_input) != self.lengths:
+        """Whether a job of ``target`` with ``run_input`` and ``kwargs`` is this one again. Never raises: a user's
+        keyword argument whose ``==`` raises, or any other surprise, is a miss."""
+        try:
+            if target is not self.target or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
+                    or self.trace._TRACER_PROVIDER is not self.provider:
                 return False
-        elif type(run_input) is not list or len(run_input) != len(self.items):
-            return False
-        else:
-            for a, b, n in zip(run_input, self.items, self.lengths, strict=True):
-                if a is not b or len(a) != n:
+            if self.one:
+                if run_input is not self.items or len(run_input) != self.lengths:
                     return False
-        fields = self.fields
-        if fields is None:
-            return True
-        return self.watched._options is self.opts and fields.get("noise_model", False) is None and \
-            (self.shots is _UNSET or fields.get("shots") == self.shots)
+            elif type(run_input) is not list or len(run_input) != len(self.items):
+                return False
+            else:
+                for a, b, n in zip(run_input, self.items, self.lengths, strict=True):
+                    if a is not b or len(a) != n:
+                        return False
+            fields = self.fields
+            return fields is None or (self.watched._options is self.opts and fields.get("noise_model", False) is None
+                                      and (self.shots is _UNSET or fields.get("shots") == self.shots))
+        except Exception:  # noqa: BLE001
+            return False
 
 
 _UNSET: Any = object()

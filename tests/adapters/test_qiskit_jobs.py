@@ -830,3 +830,24 @@ def test_a_remembered_lean_submission_is_asked_again_when_anything_that_chose_it
     assert [r["shots_requested"] for r in rows] == [r["shots"] for r in rows]
     assert [r["depth"] for r in rows[10:]] == [qc.depth()] * 7 and rows[9]["depth"] < qc.depth()
     assert "qobs.job.counts" in json.loads(rows[-1]["attrs"])  # opt-in: the full way
+
+
+def test_a_keyword_argument_that_cannot_be_compared_costs_the_user_nothing(qobs_run, untraced):
+    """The remembered submission compares a job's keyword arguments with the last one's: a value whose ``==``
+    raises (Aer passes unknown run options through) must not reach the user; the job is described anew."""
+    from qobs_qiskit import _hooks
+
+    class Incomparable:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("not comparable")
+
+        __hash__ = object.__hash__
+
+    sim = aer()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.3, 0.4]), sim)
+    for _ in range(3):
+        sim.run(qc, shots=25, tag=1).result()
+    assert _hooks._state.fast[id(sim)].kwargs == {"shots": 25, "tag": 1}
+    counts = sim.run(qc, shots=25, tag=Incomparable()).result().get_counts()
+    assert sum(counts.values()) == 25
+    assert [r["shots"] for r in jobs_rows(qobs_run)] == [25] * 4
