@@ -208,10 +208,14 @@ _otel_trace: Any = None
 _env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
-def tracer_provider_slot() -> Any:
-    """What ``tracing_possible`` reads: the API's provider slot (compared by identity to see that it changed)."""
-    tracing_possible()  # imports the API
-    return getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace)
+TRACED: Any = object()  # ``untraced_slot()`` when a span could record
+
+
+def untraced_slot() -> Any:
+    """The API's tracer provider slot, read once, when it allows no span (``tracing_possible`` False with it);
+    else ``TRACED``. An adapter that remembers a job's lane compares the slot by identity later."""
+    provider = _provider_slot()
+    return TRACED if _traced(provider) else provider
 
 
 def tracing_possible() -> bool:
@@ -220,12 +224,25 @@ def tracing_possible() -> bool:
     Reads the API's provider slot directly (``get_tracer_provider`` looks the environment up on every
     call while none is set); an API without that slot is answered with True (the span path decides).
     """
-    global _otel_trace
     if _otel_trace is None:
-        from opentelemetry import trace
+        _import_trace()
+    return _traced(getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace))
 
-        _otel_trace = trace
-    provider = getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace)
+
+def _provider_slot() -> Any:
+    if _otel_trace is None:
+        _import_trace()
+    return getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace)
+
+
+def _import_trace() -> None:
+    global _otel_trace
+    from opentelemetry import trace
+
+    _otel_trace = trace
+
+
+def _traced(provider: Any) -> bool:
     if provider is None:
         return _env_provider  # the API would load the provider the environment names
     return provider is _otel_trace or not isinstance(provider, _otel_trace.NoOpTracerProvider)
@@ -495,7 +512,7 @@ def lean_possible() -> bool:
     """Whether a job of an ideal (noiseless) simulator may take an adapter's lean lane now: no submit guard
     wants to see it, no span can record it, nothing will read its result (no opt-in recording, and only
     result wanters marked ``skips_noiseless``). Budgets and settings may change: an adapter asks per job, or
-    remembers the answer while ``lean_epoch`` and the tracer provider (``tracer_provider_slot``) stay the same."""
+    remembers the answer while ``lean_epoch`` and the tracer provider (``untraced_slot``) stay the same."""
     if _guards and guards_wanted():
         return False
     rt = runtime._rt  # runtime.current(), inline: this runs for every job

@@ -221,9 +221,9 @@ def _otel_trace() -> Any:
 class _Desc:
     """What is known about a job at submission."""
 
-    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "operation", "parent", "precision", "provider",
-                 "pubs", "run_input", "session_id", "shaped", "shapes", "shots_req", "shots_total", "simulator",
-                 "sizes")
+    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "lengths", "operation", "parent", "precision",
+                 "provider", "pubs", "run_input", "session_id", "shaped", "shapes", "shots_req", "shots_total",
+                 "simulator", "sizes")
 
     def __init__(self, operation: str, backend: str, provider: str) -> None:
         self.operation, self.backend, self.provider = operation, backend, provider
@@ -244,6 +244,7 @@ class _Desc:
         # (stats per circuit, transpile share, two-qubit gates before transpilation): made by the first job
         # (``_shapes``); a repeated job reusing this description reuses them
         self.shaped: tuple[list[CircuitStats], float | None, int | None] | None = None
+        self.lengths: tuple[int, ...] | None = None  # its circuits' lengths, when it is kept for repeated jobs
 
 
 def _provider_of(backend: Any) -> str:
@@ -361,6 +362,7 @@ def _keep(key: tuple, target: Any, circuits: list[Any], desc: _Desc) -> None:
         entry = (weakref.ref(target), tuple(weakref.ref(c) for c in circuits), tuple(len(c) for c in circuits), desc)
     except TypeError:
         return
+    desc.lengths = entry[2]
     with _state.lock:
         if len(_state.descs) >= _IDENT_MAX:
             _state.descs.clear()
@@ -809,7 +811,7 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             pubs = args[0] if args else kwargs.get("pubs", [])
             desc, lean = _described_lane(_describe_primitive, self, kind, pubs, kwargs)
             if lean:
-                return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1 and "shots" in kwargs)
+                return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1)
             return _observe(orig, self, kind, args, kwargs, desc)
 
         return run
@@ -1018,15 +1020,16 @@ class _Fast:
     what chose the lane unchanged (``telemetry.lean_epoch``, the tracer provider, the simulator's noise model
     and default shots, read from its options). Its job type is known to take the lean lane."""
 
-    __slots__ = ("desc", "epoch", "fields", "items", "job_type", "kwargs", "lengths", "one", "opts", "provider",
-                 "shots", "target", "trace", "watched")
+    __slots__ = ("desc", "epoch", "fields", "items", "job_type", "kwargs", "kwtypes", "lengths", "one", "opts",
+                 "provider", "shots", "target", "trace", "watched")
 
     def hit(self, target: Any, run_input: Any, kwargs: dict[str, Any]) -> bool:
         """Whether a job of ``target`` with ``run_input`` and ``kwargs`` is this one again. Never raises: a user's
         keyword argument whose ``==`` raises, or any other surprise, is a miss."""
         try:
             if target is not self.target or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
-                    or self.trace._TRACER_PROVIDER is not self.provider:
+                    or self.trace._TRACER_PROVIDER is not self.provider \
+                    or tuple(map(type, kwargs.values())) != self.kwtypes:  # shots=1 is not shots=True, nor numpy's
                 return False
             if self.one:
                 if run_input is not self.items or len(run_input) != self.lengths:
@@ -1050,26 +1053,41 @@ _SIMPLE = (int, float, str, bool, type(None))
 
 
 def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, epoch: int, job_type: type) -> None:
-    """Remember a lean job's submission for ``_Fast.hit`` (when every part of it can be watched cheaply)."""
+    """Remember a lean job's submission for ``_Fast.hit`` (when every part of it can be watched cheaply). What
+    the memo compares with is what the lane was chosen on, not what holds now: ``epoch`` read before the
+    choice (nothing is remembered if it moved since), the lengths and shots ``desc`` was made for, and a
+    tracer provider slot that allows no span."""
+    if epoch != telemetry.lean_epoch:
+        return
+    provider = telemetry.untraced_slot()
+    if provider is telemetry.TRACED:
+        return
     for v in kwargs.values():
         if type(v) not in _SIMPLE:
             return
-    f = _Fast()
-    f.target, f.kwargs, f.desc, f.epoch, f.job_type = target, dict(kwargs), desc, epoch, job_type
-    f.trace = _otel_trace()
-    f.provider = telemetry.tracer_provider_slot()
     QuantumCircuit = _qc_type()
-    if type(run_input) is QuantumCircuit:
-        f.one, f.items, f.lengths = True, run_input, len(run_input)
-    elif type(run_input) is list and run_input and all(type(c) is QuantumCircuit for c in run_input):
-        f.one, f.items, f.lengths = False, list(run_input), [len(c) for c in run_input]
+    lengths = desc.lengths
+    if lengths is None:
+        return
+    f = _Fast()
+    if type(run_input) is QuantumCircuit and len(lengths) == 1:
+        f.one, f.items, f.lengths = True, run_input, lengths[0]
+    elif type(run_input) is list and run_input and all(type(c) is QuantumCircuit for c in run_input) \
+            and len(lengths) == len(run_input):
+        f.one, f.items, f.lengths = False, list(run_input), lengths
     else:
         return
+    f.target, f.desc, f.epoch, f.job_type = target, desc, epoch, job_type
+    f.kwargs, f.kwtypes = dict(kwargs), tuple(map(type, kwargs.values()))
+    f.trace, f.provider = _otel_trace(), provider
     f.fields = f.opts = f.watched = None
     f.shots = _UNSET
     backend = desc.backend_obj
+    default_shots = kwargs.get("shots") is None
+    if default_shots and desc.operation != "backend_run":
+        return  # a primitive's default shots live in places of its own: not watched
     if desc.provider == "qiskit":  # the reference primitives, BasicSimulator: noiseless by type
-        if desc.operation == "backend_run" and "shots" not in kwargs:
+        if default_shots:
             return  # its default shots would go unwatched
     else:  # Aer: a noise model set on its options since would make it noisy
         opts = getattr(backend, "_options", None)
@@ -1077,8 +1095,8 @@ def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, 
         if type(fields) is not dict or getattr(backend, "options", None) is not opts:
             return
         f.watched, f.opts, f.fields = backend, opts, fields
-        if desc.operation == "backend_run" and "shots" not in kwargs:
-            f.shots = fields.get("shots")
+        if default_shots:
+            f.shots = desc.shots_req  # the shots it was described with: its options must still say so
     with _state.lock:
         if len(_state.fast) >= _FAST_MAX:
             _state.fast.clear()

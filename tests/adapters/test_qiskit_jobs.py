@@ -851,3 +851,71 @@ def test_a_keyword_argument_that_cannot_be_compared_costs_the_user_nothing(qobs_
     counts = sim.run(qc, shots=25, tag=Incomparable()).result().get_counts()
     assert sum(counts.values()) == 25
     assert [r["shots"] for r in jobs_rows(qobs_run)] == [25] * 4
+
+
+def test_remembered_lean_submissions_record_what_describing_every_job_records(qobs_run, untraced, monkeypatch):
+    """The same workload with and without remembered submissions (``_remember`` off) must record the same rows.
+    The workload holds what a remembered submission must not take for granted (found in review): default shots
+    passed as ``shots=None`` and changed later, on Aer and on a sampler's options; shots of another type that
+    compares equal (numpy's); and changes made by another thread while a job is being submitted, after its
+    lane was chosen (default shots, a tracer provider; made here from inside ``_lean_track``)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from qiskit.primitives import BackendSamplerV2
+    from qobs_qiskit import _hooks
+
+    qc = ansatz(n=2, layers=1).assign_parameters([0.3, 0.4])
+    meanwhile: list = []
+    track = _hooks._lean_track
+
+    def racing_track(job, entry) -> None:
+        track(job, entry)
+        while meanwhile:
+            meanwhile.pop(0)()
+
+    monkeypatch.setattr(_hooks, "_lean_track", racing_track)
+
+    def workload() -> list[tuple]:
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+        sim = aer()
+        c = transpile(qc, sim)
+        sim.set_options(shots=100)
+        for _ in range(3):
+            sim.run(c, shots=None).result()
+        sim.set_options(shots=70)
+        for _ in range(2):
+            sim.run(c, shots=None).result()
+        sampler = BackendSamplerV2(backend=sim, options={"default_shots": 40})
+        for _ in range(3):
+            sampler.run([c], shots=None).result()
+        sampler.options.default_shots = 60
+        sampler.run([c], shots=None).result()
+        for shots in (30, 30, 30, np.int64(30), np.int64(30)):
+            sim.run(c, shots=shots).result()
+        for _ in range(2):
+            sim.run(c).result()
+        # changes made while a lean job that will be remembered is submitted (other keyword arguments first: the
+        # next job is no hit, it is described and its lane chosen)
+        sim.run(c, seed_simulator=5).result()
+        meanwhile.append(lambda: sim.set_options(shots=90))
+        for _ in range(3):
+            sim.run(c).result()
+        sim.run(c, seed_simulator=5).result()
+        meanwhile.append(lambda: monkeypatch.setattr(trace, "_TRACER_PROVIDER", TracerProvider()))
+        for _ in range(3):
+            sim.run(c).result()
+        before = {r["id"] for r in seen}
+        rows = [r for r in jobs_rows(qobs_run) if r["id"] not in before]
+        seen.extend(rows)
+        return [(r["operation"], r["shots_requested"], r["shots"], r["depth"], r["trace_id"] is not None)
+                for r in rows]
+
+    seen: list = []
+    remembered = workload()
+    assert _hooks._state.fast  # the workload did remember submissions
+    monkeypatch.setattr(_hooks, "_remember", lambda *a: None)
+    described = workload()
+    assert remembered == described
+    assert [r[1] for r in described][:9] == [100, 100, 100, 70, 70, 40, 40, 40, 60]
+    assert [r[1:3] for r in described[-7:]] == [(70, 90)] + [(90, 90)] * 6  # the first was described before
+    assert [r[4] for r in described[-3:]] == [False, True, True]  # a span for every job after the provider
