@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -117,7 +118,7 @@ def current(backend: Any) -> Snapshot | None:
     now = time.time()
     stamp = getattr(backend, "calibration_time", None)
     c = _cache.get(id(backend))
-    if c is not None and c[0] is backend:
+    if c is not None and c[0]() is backend:
         if stamp is not None and c[2] == stamp:
             return c[4]
         if stamp is None and now - c[3] < _REFRESH_S:
@@ -126,7 +127,11 @@ def current(backend: Any) -> Snapshot | None:
     with _lock:
         if len(_cache) > 256:
             _cache.clear()
-        _cache[id(backend)] = (backend, None, stamp, now, snap)
+        try:
+            ref = weakref.ref(backend)  # the cache must not keep a backend the user let go
+        except TypeError:
+            return snap
+        _cache[id(backend)] = (ref, None, stamp, now, snap)
     return snap
 
 

@@ -221,13 +221,14 @@ def _otel_trace() -> Any:
 class _Desc:
     """What is known about a job at submission."""
 
-    __slots__ = ("backend", "backend_obj", "bindings", "circuits", "lengths", "operation", "parent", "precision",
-                 "provider", "pubs", "run_input", "session_id", "shaped", "shapes", "shots_req", "shots_total",
-                 "simulator", "sizes")
+    __slots__ = ("backend", "backend_obj", "backend_ref", "bindings", "circuits", "lengths", "operation", "parent",
+                 "precision", "provider", "pubs", "run_input", "session_id", "shaped", "shapes", "shots_req",
+                 "shots_total", "simulator", "sizes")
 
     def __init__(self, operation: str, backend: str, provider: str) -> None:
         self.operation, self.backend, self.provider = operation, backend, provider
         self.backend_obj: Any = None
+        self.backend_ref: Any = None  # a kept description's backend, held weakly (``_keep``; ``backend_of``)
         self.simulator: bool | None = None
         self.pubs: list[Any] = []
         self.run_input: list[Any] = []
@@ -341,8 +342,8 @@ def _default_precision(prim: Any) -> float | None:
 
 def _reused(key: tuple, target: Any, circuits: list[Any]) -> _Desc | None:
     """The description of a job made of the same target and circuit objects (same lengths) as one seen
-    before, with the same shots: a repeated job is described once. Read-only (``_observe`` copies it
-    before a reroute changes it)."""
+    before, with the same shots: a repeated job is described once. Read-only, and without its circuits
+    (``_keep``): the full path takes a copy with them (``_with_circuits``)."""
     hit = _state.descs.get(key)
     if hit is None or hit[0]() is not target:
         return None
@@ -355,14 +356,27 @@ def _reused(key: tuple, target: Any, circuits: list[Any]) -> _Desc | None:
 
 def _keep(key: tuple, target: Any, circuits: list[Any], desc: _Desc) -> None:
     """Remember ``desc`` for ``_reused`` unless it depends on more than its key (a tracing parent, an
-    IBM session)."""
+    IBM session). What is kept holds no circuit: the cache must not keep alive circuits the user let go (a
+    loop that binds a new circuit per job would keep thousands). It is a copy with their shapes worked out
+    and without them, its backend held weakly (``backend_of``); ``_with_circuits`` gives a job of the full path
+    its own circuits and backend back."""
     if desc.parent is not None or desc.session_id is not None or desc.provider == "ibm":
         return
     try:
-        entry = (weakref.ref(target), tuple(weakref.ref(c) for c in circuits), tuple(len(c) for c in circuits), desc)
+        refs = tuple(weakref.ref(c) for c in circuits)
+        ref = weakref.ref(target)
     except TypeError:
         return
-    desc.lengths = entry[2]
+    kept = copy.copy(desc)
+    kept.shaped = _shaped(desc)
+    kept.lengths = tuple(len(c) for c in circuits)
+    kept.run_input = kept.pubs = None
+    if kept.backend_obj is not None:
+        try:
+            kept.backend_ref, kept.backend_obj = weakref.ref(kept.backend_obj), None
+        except TypeError:
+            return
+    entry = (ref, refs, kept.lengths, kept)
     with _state.lock:
         if len(_state.descs) >= _IDENT_MAX:
             _state.descs.clear()
@@ -378,6 +392,27 @@ def _described(key: tuple | None, target: Any, circuits: list[Any], build: Calla
         desc = build(*args)
         _keep(key, target, circuits, desc)
     return desc
+
+
+def backend_of(desc: _Desc) -> Any:
+    """The backend object of ``desc`` (None: none, or a kept description's backend is gone)."""
+    ref = desc.backend_ref
+    return desc.backend_obj if ref is None else ref()
+
+
+def _with_circuits(desc: _Desc, run_input: Any) -> _Desc:
+    """``desc`` with this job's circuits: a reused description (``_keep`` kept it without them) is copied and
+    given ``run_input`` (a backend's circuits, or a sampler's bare circuits, which is all a reused one has)."""
+    if desc.run_input is not None:
+        return desc
+    d = copy.copy(desc)
+    d.backend_obj, d.backend_ref = backend_of(desc), None
+    circuits = list(run_input) if isinstance(run_input, (list, tuple)) else [run_input]
+    if d.operation == "backend_run":
+        d.run_input, d.pubs = circuits, []
+    else:
+        d.run_input, d.pubs = [], _coerce_all(_pub_type(d.operation), circuits, d.shots_req, d.operation)
+    return d
 
 
 def _describe_primitive(prim: Any, kind: str, pubs: list[Any], kwargs: dict[str, Any]) -> _Desc:
@@ -402,13 +437,7 @@ def _describe_primitive_anew(prim: Any, kind: str, pubs: list[Any], kwargs: dict
     else:
         precision = kwargs.get("precision")
         arg = precision if precision is not None else _default_precision(prim)
-    coerced = []
-    for pub in pubs:
-        try:
-            coerced.append(_coerce(Pub, pub, arg, kind))
-        except Exception:  # noqa: BLE001 - invalid pub: the SDK will raise it to the user
-            coerced.append(None)
-    desc.pubs = coerced
+    desc.pubs = coerced = _coerce_all(Pub, pubs, arg, kind)
     bindings = shots_total = 0
     precisions: list[float] = []
     shots_known = kind == "sampler"
@@ -437,6 +466,17 @@ def _describe_primitive_anew(prim: Any, kind: str, pubs: list[Any], kwargs: dict
     if telemetry.tracing_possible():
         desc.parent = _parent([p.circuit for p in coerced if p is not None])
     return desc
+
+
+def _coerce_all(pub_type: Any, pubs: list[Any], arg: Any, kind: str) -> list[Any]:
+    """``_coerce`` of each pub; None for an invalid one (the SDK raises it to the user)."""
+    coerced = []
+    for pub in pubs:
+        try:
+            coerced.append(_coerce(pub_type, pub, arg, kind))
+        except Exception:  # noqa: BLE001
+            coerced.append(None)
+    return coerced
 
 
 def _coerce(pub_type: Any, pub: Any, arg: Any, kind: str) -> Any:
@@ -627,24 +667,29 @@ def _shapes(desc: _Desc, rec: Any) -> None:
     description: a repeated job copies the first one's (each record has its own list)."""
     shaped = desc.shaped
     if shaped is None:
-        stats: list[CircuitStats] = []
-        transpile_s = None
-        two_q_before = None
-        for circ, n, st in zip(_circuits_of(desc), desc.sizes, desc.shapes, strict=False):
-            if st is None:  # not a QuantumCircuit
-                continue
-            stats.extend([st] * n) if n > 1 else stats.append(st)
-            hit = _state.transpiled.get(id(circ))
-            if hit is not None and hit[0]() is circ:
-                transpile_s = (transpile_s or 0.0) + hit[3]
-                two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
-        shaped = desc.shaped = (stats, transpile_s, two_q_before)
+        shaped = desc.shaped = _shaped(desc)
     stats, transpile_s, two_q_before = shaped
     rec.stats = stats.copy()
     if transpile_s is not None:  # the job's share: stored and on the span; the transpile hook observed it
         rec.transpile_s, rec.transpile_observed_here = transpile_s, False
     if two_q_before is not None:
         rec.attributes[TWO_Q_BEFORE] = two_q_before
+
+
+def _shaped(desc: _Desc) -> tuple[list[CircuitStats], float | None, int | None]:
+    """(stats per circuit, transpile share, two-qubit gates before transpilation) of ``desc``'s circuits."""
+    stats: list[CircuitStats] = []
+    transpile_s = None
+    two_q_before = None
+    for circ, n, st in zip(_circuits_of(desc), desc.sizes, desc.shapes, strict=False):
+        if st is None:  # not a QuantumCircuit
+            continue
+        stats.extend([st] * n) if n > 1 else stats.append(st)
+        hit = _state.transpiled.get(id(circ))
+        if hit is not None and hit[0]() is circ:
+            transpile_s = (transpile_s or 0.0) + hit[3]
+            two_q_before = hit[2] if two_q_before is None else max(two_q_before, hit[2])
+    return stats, transpile_s, two_q_before
 
 
 def _circuits_of(desc: _Desc) -> list[Any]:
@@ -739,6 +784,17 @@ def _described_lane(describe: Callable[..., _Desc], *args: Any) -> tuple[_Desc |
         return None, False
 
 
+def _attached(desc: _Desc | None, run_input: Any) -> _Desc | None:
+    """``_with_circuits``, contained (None: describing failed, counted; the job still runs)."""
+    if desc is None or desc.run_input is not None:
+        return desc
+    try:
+        return _with_circuits(desc, run_input)
+    except Exception as exc:  # noqa: BLE001
+        report_internal(COMPONENT, exc)
+        return None
+
+
 def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwargs: dict[str, Any],
              desc: _Desc | None) -> Any:
     """Submit a job through ``orig`` with telemetry around it (``desc`` None: describing it failed)."""
@@ -806,13 +862,13 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             if len(args) == 1:
                 f = _state.fast.get(id(self))
                 if f is not None and f.hit(self, args[0], kwargs):
-                    return _lean_run(orig, self, args, kwargs, f.desc, f.epoch)
+                    return _lean_run(orig, self, args, kwargs, args[0], f.desc, f.epoch)
             epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
             pubs = args[0] if args else kwargs.get("pubs", [])
             desc, lean = _described_lane(_describe_primitive, self, kind, pubs, kwargs)
             if lean:
-                return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1)
-            return _observe(orig, self, kind, args, kwargs, desc)
+                return _lean_run(orig, self, args, kwargs, pubs, desc, epoch, len(args) == 1)
+            return _observe(orig, self, kind, args, kwargs, _attached(desc, pubs))
 
         return run
 
@@ -827,12 +883,13 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         if len(args) == 1:
             f = _state.fast.get(id(self))
             if f is not None and f.hit(self, args[0], kwargs):
-                return _lean_run(orig, self, args, kwargs, f.desc, f.epoch)
+                return _lean_run(orig, self, args, kwargs, args[0], f.desc, f.epoch)
         epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
         if lean:
-            return _lean_run(orig, self, args, kwargs, desc, epoch, len(args) == 1)
+            return _lean_run(orig, self, args, kwargs, run_input, desc, epoch, len(args) == 1)
+        desc = _attached(desc, run_input)
 
         def call(target: Any, *a: Any, **k: Any) -> Any:
             # A fallback backend of another class runs through its own class's run (passes through: nested).
@@ -966,10 +1023,12 @@ class _Lean:
     finisher's grace is read from its future there."""
 
     __slots__ = ("circuits", "ctx", "desc", "duration_s", "ended", "epoch", "error_type", "execution_s", "gen",
-                 "job", "job_id", "queue_s", "session_id", "shots", "status", "t0", "t_done", "t_end", "t_run")
+                 "job", "job_id", "queue_s", "run_input", "session_id", "shots", "status", "t0", "t_done", "t_end",
+                 "t_run")
 
-    def __init__(self, desc: _Desc, t0: float, epoch: int) -> None:
+    def __init__(self, desc: _Desc, t0: float, epoch: int, run_input: Any) -> None:
         self.desc, self.t0 = desc, t0
+        self.run_input = run_input  # its circuits, until recorded (the full way needs them: ``_with_circuits``)
         self.epoch = epoch  # ``telemetry.lean_epoch`` as the lane was chosen: if it moved, ``results_kept`` is asked
         self.job: Any = None
         self.gen = _state.generation
@@ -1007,7 +1066,7 @@ class _Lean:
                         status=self.status, error_type=self.error_type, shots=self.shots,
                         execution_s=self.execution_s, queue_s=self.queue_s, duration_s=self.duration_s,
                         job_id=self.job_id)
-        rec.context[CTX_BACKEND] = desc.backend_obj
+        rec.context[CTX_BACKEND] = backend_of(desc)
         _shapes(desc, rec)
         h = JobHandle(rec, None, self.t0)
         h.t_end = self.ended
@@ -1027,28 +1086,28 @@ class _Fast:
         """Whether a job of ``target`` with ``run_input`` and ``kwargs`` is this one again. Never raises: a user's
         keyword argument whose ``==`` raises, or any other surprise, is a miss."""
         try:
-            if target is not self.target or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
+            if target is not self.target() or self.epoch != telemetry.lean_epoch or kwargs != self.kwargs \
                     or self.trace._TRACER_PROVIDER is not self.provider \
                     or tuple(map(type, kwargs.values())) != self.kwtypes:  # shots=1 is not shots=True, nor numpy's
                 return False
             if self.one:
-                if run_input is not self.items or len(run_input) != self.lengths:
+                if run_input is not self.items() or len(run_input) != self.lengths:
                     return False
             elif type(run_input) is not list or len(run_input) != len(self.items):
                 return False
             else:
                 for a, b, n in zip(run_input, self.items, self.lengths, strict=True):
-                    if a is not b or len(a) != n:
+                    if a is not b() or len(a) != n:
                         return False
             fields = self.fields
-            return fields is None or (self.watched._options is self.opts and fields.get("noise_model", False) is None
+            return fields is None or (self.watched()._options is self.opts and fields.get("noise_model", False) is None
                                       and (self.shots is _UNSET or fields.get("shots") == self.shots))
         except Exception:  # noqa: BLE001
             return False
 
 
 _UNSET: Any = object()
-_FAST_MAX = 64  # targets remembered (each holds its target and run input alive until it is replaced)
+_FAST_MAX = 64  # targets remembered
 _SIMPLE = (int, float, str, bool, type(None))
 
 
@@ -1070,19 +1129,19 @@ def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, 
     if lengths is None:
         return
     f = _Fast()
-    if type(run_input) is QuantumCircuit and len(lengths) == 1:
-        f.one, f.items, f.lengths = True, run_input, lengths[0]
+    if type(run_input) is QuantumCircuit and len(lengths) == 1:  # held weakly, as the descriptions hold them
+        f.one, f.items, f.lengths = True, weakref.ref(run_input), lengths[0]
     elif type(run_input) is list and run_input and all(type(c) is QuantumCircuit for c in run_input) \
             and len(lengths) == len(run_input):
-        f.one, f.items, f.lengths = False, list(run_input), lengths
+        f.one, f.items, f.lengths = False, [weakref.ref(c) for c in run_input], lengths
     else:
         return
-    f.target, f.desc, f.epoch, f.job_type = target, desc, epoch, job_type
+    f.target, f.desc, f.epoch, f.job_type = weakref.ref(target), desc, epoch, job_type  # all held weakly
     f.kwargs, f.kwtypes = dict(kwargs), tuple(map(type, kwargs.values()))
     f.trace, f.provider = _otel_trace(), provider
     f.fields = f.opts = f.watched = None
     f.shots = _UNSET
-    backend = desc.backend_obj
+    backend = backend_of(desc)
     default_shots = kwargs.get("shots") is None
     if default_shots and desc.operation != "backend_run":
         return  # a primitive's default shots live in places of its own: not watched
@@ -1094,7 +1153,7 @@ def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, 
         fields = getattr(opts, "_fields", None)
         if type(fields) is not dict or getattr(backend, "options", None) is not opts:
             return
-        f.watched, f.opts, f.fields = backend, opts, fields
+        f.watched, f.opts, f.fields = weakref.ref(backend), opts, fields
         if default_shots:
             f.shots = desc.shots_req  # the shots it was described with: its options must still say so
     with _state.lock:
@@ -1111,16 +1170,16 @@ def _lean_ok(desc: _Desc) -> bool:
         from qobs.fidelity import noiseless
 
         _noiseless_fn = noiseless
-    return telemetry.lean_possible() and _noiseless_fn(desc.simulator, desc.provider, desc.backend_obj)
+    return telemetry.lean_possible() and _noiseless_fn(desc.simulator, desc.provider, backend_of(desc))
 
 
 _noiseless_fn: Callable[[bool | None, str, Any], bool] | None = None
 
 
-def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any], desc: _Desc, epoch: int,
-              remember: bool = False) -> Any:
+def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[str, Any], run_input: Any,
+              desc: _Desc, epoch: int, remember: bool = False) -> Any:
     """Submit a lean job; with ``remember``, remember its submission (``_Fast``) if it took the lean lane."""
-    entry = _Lean(desc, time.perf_counter(), epoch)
+    entry = _Lean(desc, time.perf_counter(), epoch, run_input)
     job = _scoped(orig, target, args, kwargs, entry)
     if remember and entry.job is job:
         with _contained:
@@ -1168,10 +1227,11 @@ def _lean_type(cls: type) -> bool:
 
 def _as_tracker(entry: _Lean) -> _Tracker:
     """A lean entry's job on the usual path, as if it had been started there."""
-    h = _start(entry.desc)
+    desc = _with_circuits(entry.desc, entry.run_input)
+    h = _start(desc)
     h.record.started_at -= h.t0 - entry.t0  # it started when the lean entry was made
     h.t0 = entry.t0
-    tracker = _Tracker(h, entry.desc)
+    tracker = _Tracker(h, desc)
     tracker.ctx = entry.ctx
     return tracker
 
@@ -1249,7 +1309,7 @@ def _lean_submit(entry: _Lean) -> None:
     goes now."""
     end = entry.t_done if entry.t_done is not None else entry.t_end
     entry.ended = end if end is not None else time.perf_counter()
-    entry.job = None
+    entry.job = entry.run_input = None
     telemetry.record_later(entry, entry.ctx)
 
 

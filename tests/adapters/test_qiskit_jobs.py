@@ -919,3 +919,46 @@ def test_remembered_lean_submissions_record_what_describing_every_job_records(qo
     assert [r[1] for r in described][:9] == [100, 100, 100, 70, 70, 40, 40, 40, 60]
     assert [r[1:3] for r in described[-7:]] == [(70, 90)] + [(90, 90)] * 6  # the first was described before
     assert [r[4] for r in described[-3:]] == [False, True, True]  # a span for every job after the provider
+
+
+def test_circuits_the_user_let_go_are_not_kept_alive_by_repeated_job_descriptions(qobs_run, untraced):
+    """A repeated job's description is kept for reuse, but not its circuits nor its backend: a loop that binds
+    new circuits and runs each a few times (lean lane, a noisy simulator's full path, a sampler) must leave none
+    alive once the user lets them go and the jobs are recorded; nor a loop that makes a new simulator or
+    sampler for each few jobs."""
+    import gc
+
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+    from qobs_qiskit import _hooks
+
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), ["cx"])
+    ideal, noisy = aer(), AerSimulator(noise_model=noise, max_parallel_threads=1, seed_simulator=1)
+    sampler = AerSampler(seed=1)
+    template = transpile(ansatz(n=2, layers=1), ideal)
+    refs = []
+    for i in range(6):
+        qc = template.assign_parameters([0.1 * i, 0.2])
+        for _ in range(3):
+            ideal.run(qc, shots=20).result()
+            noisy.run(qc, shots=20).result()
+            sampler.run([qc], shots=20).result()
+        refs.append(weakref.ref(qc))
+        del qc
+    qobs.flush()
+    gc.collect()
+    assert len(_hooks._state.descs) >= 6 and _hooks._state.fast  # descriptions and submissions were kept
+    assert [r() is None for r in refs] == [True] * 6
+    assert len(jobs_rows(qobs_run)) == 6 * 3 * 3
+    made = []
+    bound = template.assign_parameters([0.3, 0.4])
+    for _ in range(4):
+        sim, prim = aer(), AerSampler(seed=1)
+        for _ in range(3):
+            sim.run(bound, shots=20).result()
+            prim.run([bound], shots=20).result()
+        made += [weakref.ref(sim), weakref.ref(prim), weakref.ref(prim._backend)]
+        del sim, prim
+    qobs.flush()
+    gc.collect()
+    assert [r() is None for r in made] == [True] * 12
