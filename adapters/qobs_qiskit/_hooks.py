@@ -1022,13 +1022,15 @@ class _Lean:
     recorder's thread, where it makes the job's record. A job whose ``result()`` is not called within the
     finisher's grace is read from its future there."""
 
-    __slots__ = ("circuits", "ctx", "desc", "duration_s", "ended", "epoch", "error_type", "execution_s", "gen",
-                 "job", "job_id", "queue_s", "run_input", "session_id", "shots", "status", "t0", "t_done", "t_end",
-                 "t_run")
+    __slots__ = ("backend", "circuits", "ctx", "desc", "duration_s", "ended", "epoch", "error_type", "execution_s",
+                 "gen", "job", "job_id", "queue_s", "run_input", "session_id", "shots", "status", "t0", "t_done",
+                 "t_end", "t_run")
 
     def __init__(self, desc: _Desc, t0: float, epoch: int, run_input: Any) -> None:
         self.desc, self.t0 = desc, t0
         self.run_input = run_input  # its circuits, until recorded (the full way needs them: ``_with_circuits``)
+        ref = desc.backend_ref  # its backend, until recorded (a kept description holds it weakly: ``backend_of``)
+        self.backend = desc.backend_obj if ref is None else ref()
         self.epoch = epoch  # ``telemetry.lean_epoch`` as the lane was chosen: if it moved, ``results_kept`` is asked
         self.job: Any = None
         self.gen = _state.generation
@@ -1057,8 +1059,9 @@ class _Lean:
 
     def __call__(self) -> JobHandle:
         """On the recorder's thread: the job's record, as ``_start`` and ``_outcome`` would have made it."""
-        desc, ctx = self.desc, self.ctx
-        self.desc = self.ctx = None  # the entry lives on in the future's done-callbacks while the user keeps the job
+        desc, ctx, backend = self.desc, self.ctx, self.backend
+        # the entry lives on in the future's done-callbacks while the user keeps the job
+        self.desc = self.ctx = self.backend = None
         rec = JobRecord(operation=desc.operation, backend=desc.backend, provider=desc.provider, circuits=self.circuits,
                         bindings=desc.bindings, shots_requested=desc.shots_req, precision=desc.precision,
                         simulator=desc.simulator, session_id=self.session_id or desc.session_id,
@@ -1066,7 +1069,7 @@ class _Lean:
                         status=self.status, error_type=self.error_type, shots=self.shots,
                         execution_s=self.execution_s, queue_s=self.queue_s, duration_s=self.duration_s,
                         job_id=self.job_id)
-        rec.context[CTX_BACKEND] = backend_of(desc)
+        rec.context[CTX_BACKEND] = backend
         _shapes(desc, rec)
         h = JobHandle(rec, None, self.t0)
         h.t_end = self.ended
@@ -1391,11 +1394,11 @@ def _finisher() -> _Finisher:
             if _the_finisher is None:
                 _the_finisher = _Finisher()
                 runtime.add_exit_callback(lambda: _the_finisher.run_due(float("inf")))  # before its drain
-                telemetry.add_settler(_settle)
+                telemetry.add_settler(_settle_ended)
     return _the_finisher
 
 
-def _settle() -> None:
+def _settle_ended() -> None:
     """A reader drains the recorder (``telemetry.drain``): jobs that have ended but wait out the finisher's
     grace for their result() are recorded now, so that it sees them (a ``block`` budget counts them)."""
     f = _the_finisher

@@ -962,3 +962,51 @@ def test_circuits_the_user_let_go_are_not_kept_alive_by_repeated_job_description
     qobs.flush()
     gc.collect()
     assert [r() is None for r in made] == [True] * 12
+
+
+def test_a_synchronous_backends_job_whose_result_is_never_asked_for_is_recorded(qobs_run, untraced):
+    """BasicSimulator's jobs have no future: the adapter settles them at submission (found in review: a
+    same-named function had replaced that settle, so each such job counted an internal error and, unless
+    result() was called, stayed unrecorded and held)."""
+    from qiskit.providers.basic_provider import BasicSimulator
+    from qobs_qiskit import _hooks
+
+    from qobs import errors
+
+    sim = BasicSimulator()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.1, 0.2]), sim)
+    internal0 = sum(errors.internal_error_counts.values())
+    for _ in range(3):
+        sim.run(qc, shots=30, seed_simulator=1)  # result() never called
+    qobs.flush()
+    assert sum(errors.internal_error_counts.values()) == internal0
+    assert [(r["status"], r["shots"]) for r in jobs_rows(qobs_run)] == [("ok", 30)] * 3
+    assert not _hooks._pending
+
+
+def test_a_lean_jobs_record_keeps_its_backend_when_the_user_let_the_simulator_go(qobs_run, untraced):
+    """A kept description holds its backend weakly; a lean job recorded after the user dropped the simulator
+    must still give listeners the backend object (found in review)."""
+    import gc
+
+    backends: list = []
+
+    def listener(rec) -> None:
+        backends.append(type(rec.context.get(telemetry.CTX_BACKEND)).__name__)
+
+    telemetry.add_job_listener(listener)
+    try:
+        rec = telemetry._recorder
+        for _ in range(2):
+            sim = aer()
+            qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.1, 0.2]), sim)
+            with rec._lock:  # the recorder waits: the jobs are recorded after the simulator is let go
+                rec._last = time.monotonic()
+                for _ in range(3):
+                    sim.run(qc, shots=10).result()
+                del sim
+                gc.collect()
+            qobs.flush()
+    finally:
+        telemetry.remove_job_listener(listener)
+    assert backends == ["AerSimulator"] * 6
