@@ -1080,10 +1080,10 @@ class _Fast:
     """A lean job's submission, remembered so that the next identical one skips describing the job and choosing
     its lane: the same target, the same run input objects (of the same lengths), equal keyword arguments, and
     what chose the lane unchanged (``telemetry.lean_epoch``, the tracer provider, the simulator's noise model
-    and default shots, read from its options). Its job type is known to take the lean lane."""
+    and default shots, read from its options). Only a job that took the lean lane is remembered."""
 
-    __slots__ = ("desc", "epoch", "fields", "items", "job_type", "kwargs", "kwtypes", "lengths", "one", "opts",
-                 "provider", "shots", "target", "trace", "watched")
+    __slots__ = ("desc", "epoch", "fields", "items", "kwargs", "kwtypes", "lengths", "one", "opts", "provider",
+                 "shots", "target", "trace", "watched")
 
     def hit(self, target: Any, run_input: Any, kwargs: dict[str, Any]) -> bool:
         """Whether a job of ``target`` with ``run_input`` and ``kwargs`` is this one again. Never raises: a user's
@@ -1114,7 +1114,7 @@ _FAST_MAX = 64  # targets remembered
 _SIMPLE = (int, float, str, bool, type(None))
 
 
-def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, epoch: int, job_type: type) -> None:
+def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, epoch: int) -> None:
     """Remember a lean job's submission for ``_Fast.hit`` (when every part of it can be watched cheaply). What
     the memo compares with is what the lane was chosen on, not what holds now: ``epoch`` read before the
     choice (nothing is remembered if it moved since), the lengths and shots ``desc`` was made for, and a
@@ -1139,7 +1139,7 @@ def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, 
         f.one, f.items, f.lengths = False, [weakref.ref(c) for c in run_input], lengths
     else:
         return
-    f.target, f.desc, f.epoch, f.job_type = weakref.ref(target), desc, epoch, job_type  # all held weakly
+    f.target, f.desc, f.epoch = weakref.ref(target), desc, epoch  # the target, like the circuits, held weakly
     f.kwargs, f.kwtypes = dict(kwargs), tuple(map(type, kwargs.values()))
     f.trace, f.provider = _otel_trace(), provider
     f.fields = f.opts = f.watched = None
@@ -1186,7 +1186,7 @@ def _lean_run(orig: Callable[..., Any], target: Any, args: tuple, kwargs: dict[s
     job = _scoped(orig, target, args, kwargs, entry)
     if remember and entry.job is job:
         with _contained:
-            _remember(target, args[0], kwargs, desc, epoch, type(job))
+            _remember(target, args[0], kwargs, desc, epoch)
     return job
 
 
