@@ -197,8 +197,8 @@ def test_run_waits_with_the_signal_mask_and_handlers_it_found(tmp_path: Path) ->
 
 CLEAN_UP = textwrap.dedent("""
     import sys, time
-    print("ready", flush=True)
     try:
+        print("ready", flush=True)  # inside the try: a Ctrl-C sent as soon as it shows must reach the finally
         while True:
             time.sleep(0.01)
     finally:
