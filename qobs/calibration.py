@@ -104,12 +104,14 @@ _lock = threading.Lock()
 _forksafe.module_locks(__name__, "_lock")
 _cache: dict[int, tuple[Any, Any, float | None, float, Snapshot | None]] = {}
 _last: dict[str, Snapshot] = {}
+_seen_at: dict[str, float] = {}  # backend name -> the latest time a snapshot was observed as of
 
 
 def reset() -> None:
     with _lock:
         _cache.clear()
         _last.clear()
+        _seen_at.clear()
 
 
 def current(backend: Any) -> Snapshot | None:
@@ -147,6 +149,13 @@ def observe(backend: Any, name: str | None = None, at: float | None = None,
     from qobs.telemetry import record_event
 
     b = name or snap.backend
+    when = time.time() if at is None else at
+    with _lock:
+        if when < _seen_at.get(b, when):
+            # a job that ended before one already observed, recorded after it (another thread recorded it, a
+            # poller settled it): its calibration is older news, for the gauges and for change events alike
+            return snap
+        _seen_at[b] = when
     m = instruments()
     age = snap.age(at)
     if age is not None:

@@ -123,6 +123,26 @@ def test_calibration_age_and_change_events_match_the_device(qobs_run, metric):
     assert rows[2][1]["readout_error"] == pytest.approx(2 * rows[1][1]["readout_error"])
 
 
+def test_a_job_recorded_after_a_later_one_does_not_set_back_the_calibration(qobs_run, metric):
+    """Jobs can be recorded out of order (the poller settles one while the user's thread records the next):
+    a job that ended before one already observed must not put its older calibration back in the gauges nor
+    record a change event back to it (CI saw the age gauge set back so)."""
+    qpu = SimulatedQPU(seed=1, calibration_age_s=3600.0)
+    old = calibration.snapshot(qpu)
+    t_old = time.time()
+    qpu.set_drift(1)  # recalibrated: errors double
+    new = calibration.snapshot(qpu)
+    assert new.readout_error == pytest.approx(2 * old.readout_error)
+    calibration.observe(qpu, "sim_manila", t_old + 10.0, new)  # the later job, recorded first
+    calibration.observe(qpu, "sim_manila", t_old, old)  # the earlier one, recorded after it
+    assert metric("qobs_calibration_age_seconds", backend="sim_manila") == pytest.approx(new.age(t_old + 10.0))
+    assert metric("qobs_backend_readout_error", backend="sim_manila") == pytest.approx(new.readout_error)
+    qobs.flush()
+    kinds = [k for (k,) in sqlite3.connect(qobs_run).execute(
+        "SELECT kind FROM events WHERE kind LIKE 'calibration%' ORDER BY id")]
+    assert kinds == ["calibration_snapshot"]
+
+
 def test_price_is_in_the_catalog(qobs_run):
     e = qobs.estimate(fidelity.reference_circuit(), 1000, SimulatedQPU(seed=0))
     assert str(e.amount) == "0.6000" and e.source == "estimate"
