@@ -106,7 +106,10 @@ def test_calibration_age_and_change_events_match_the_device(qobs_run, metric):
         before = time.time()
         qpu.run(fidelity.reference_circuit(), shots=64).result()
         after = time.time()
-    time.sleep(0.2)  # recorded off-thread in the meantime: the age is still the one at the job's end
+    # Recorded later than the jobs ended: the age must still be the one at the job's end. A simulated QPU's job
+    # has metrics() (may block, as an IBM job's): a scrape leaves it to the recorder's thread, which rounds every
+    # 0.25 s, so the test flushes rather than sleeping (0.2 s was shorter than a round: CI read job 4's age).
+    qobs.flush()
     assert [s for _, s in qpu.calibration_history] == [0, 1, 2]
     age = metric("qobs_calibration_age_seconds", backend="sim_manila")
     assert before - qpu.calibration_time <= age <= after - qpu.calibration_time  # taken at run time
