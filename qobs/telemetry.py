@@ -224,9 +224,7 @@ def tracing_possible() -> bool:
     Reads the API's provider slot directly (``get_tracer_provider`` looks the environment up on every
     call while none is set); an API without that slot is answered with True (the span path decides).
     """
-    if _otel_trace is None:
-        _import_trace()
-    return _traced(getattr(_otel_trace, "_TRACER_PROVIDER", _otel_trace))
+    return _traced(_provider_slot())
 
 
 def _provider_slot() -> Any:

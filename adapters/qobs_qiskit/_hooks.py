@@ -242,8 +242,8 @@ class _Desc:
         self.shapes: list[CircuitStats | None] = []
         self.session_id: str | None = None
         self.parent: Any = None
-        # (stats per circuit, transpile share, two-qubit gates before transpilation): made by the first job
-        # (``_shapes``); a repeated job reusing this description reuses them
+        # (stats per circuit, transpile share, two-qubit gates before transpilation): made once, when the
+        # description is kept (``_keep``) or by its job (``_shapes``); a repeated job reuses them
         self.shaped: tuple[list[CircuitStats], float | None, int | None] | None = None
         self.lengths: tuple[int, ...] | None = None  # its circuits' lengths, when it is kept for repeated jobs
 
@@ -367,8 +367,8 @@ def _keep(key: tuple, target: Any, circuits: list[Any], desc: _Desc) -> None:
         ref = weakref.ref(target)
     except TypeError:
         return
+    desc.shaped = _shaped(desc)  # this job's too (``_shapes``): worked out once
     kept = copy.copy(desc)
-    kept.shaped = _shaped(desc)
     kept.lengths = tuple(len(c) for c in circuits)
     kept.run_input = kept.pubs = None
     if kept.backend_obj is not None:
@@ -778,7 +778,8 @@ def _described_lane(describe: Callable[..., _Desc], *args: Any) -> tuple[_Desc |
     the job still runs). Plain try/except rather than ``with _contained`` on the per-job path."""
     try:
         desc = describe(*args)
-        return desc, desc.shaped is not None and desc.simulator is True and _lean_ok(desc)
+        # a kept description (``_keep``: without its circuits) is a repeated job's
+        return desc, desc.run_input is None and desc.simulator is True and _lean_ok(desc)
     except Exception as exc:  # noqa: BLE001
         report_internal(COMPONENT, exc)
         return None, False
@@ -1776,7 +1777,6 @@ def _forked_child() -> None:
     _the_finisher = _the_poller = None
     _finisher_lock = threading.Lock()
     _lean_types.clear()  # so that the child's first lean job starts the child's finisher
-    _state.fast.clear()  # (they remember their job type as lean)
     _lean.clear()  # the parent's jobs: the parent records them (the child's finisher would record them again)
     _forksafe.renew_attr(_state, "lock")  # a poller's or finisher's hand-over may have held it
 
