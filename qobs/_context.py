@@ -16,4 +16,5 @@ CTX_COUNTS = "counts"        # list of {bitstring: count} per executed circuit, 
 CTX_RESULT = "result"        # the SDK result object
 CTX_METRICS = "job_metrics"  # provider job metrics (IBM runtime ``job.metrics()``), when available
 CTX_CALIBRATION = "calibration"  # the backend's calibration snapshot when the job ended (qobs.calibration)
+CTX_NOISE_MODEL = "noise_model"  # a noise model given to this job's run() alone (Aer), not the backend's
 CTX_PROBE_DRAW = "probe_draw"  # the fidelity probe's sampling draw, made when the job was handed over

@@ -25,12 +25,13 @@ import queue
 import random
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from qobs import _forksafe, features
-from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_PROBE_DRAW
+from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_NOISE_MODEL, CTX_PROBE_DRAW
 from qobs.errors import ConfigError, contained
 
 MAX_QUBITS = 10
@@ -405,7 +406,8 @@ wants_result.skips_noiseless = True  # type: ignore[attr-defined]  # never wants
 
 
 def _noiseless(record: Any) -> bool:
-    return noiseless(record.simulator, record.provider, record.context.get(CTX_BACKEND))
+    ctx = record.context  # a noise model given to the job's run() makes an ideal simulator's job noisy
+    return ctx.get(CTX_NOISE_MODEL) is None and noiseless(record.simulator, record.provider, ctx.get(CTX_BACKEND))
 
 
 def noiseless(simulator: bool | None, provider: str, backend: Any) -> bool:
@@ -459,20 +461,40 @@ class ProbeResult:
     job_id: str | None
 
 
-_transpiled: dict[tuple[int, Any], Any] = {}
+# id(backend) -> (the backend and its target, held weakly; the transpiler's seed; the reference circuit
+# transpiled for them)
+_transpiled: dict[int, tuple[Any, Any, int, Any]] = {}
 
 
 def _isa(backend: Any, seed: int) -> Any:
-    key = (id(backend), id(getattr(backend, "target", None)))
-    c = _transpiled.get(key)
-    if c is None:
-        from qiskit import transpile
+    """The reference circuit transpiled for ``backend`` (its current target, ``seed``), once. The entry is
+    checked by identity: a backend made after another was let go may reuse its id. A target made anew on
+    every read (Aer's) is not part of the key."""
+    target = getattr(backend, "target", None)
+    if target is not None and getattr(backend, "target", None) is not target:
+        target = None
+    hit = _transpiled.get(id(backend))
+    if hit is not None and _deref(hit[0]) is backend and _deref(hit[1]) is target and hit[2] == seed:
+        return hit[3]
+    from qiskit import transpile
 
-        c = transpile(reference_circuit(), backend=backend, seed_transpiler=seed, optimization_level=1)
-        if len(_transpiled) > 64:
-            _transpiled.clear()
-        _transpiled[key] = c
+    c = transpile(reference_circuit(), backend=backend, seed_transpiler=seed, optimization_level=1)
+    if len(_transpiled) > 64:
+        _transpiled.clear()
+    _transpiled[id(backend)] = (_weak(backend), _weak(target), seed, c)
     return c
+
+
+def _weak(obj: Any) -> Any:
+    """A weak reference to ``obj`` where it takes one, else ``obj`` itself (None, an object without weakrefs)."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return obj
+
+
+def _deref(ref: Any) -> Any:
+    return ref() if type(ref) is weakref.ref else ref
 
 
 def probe(backend: Any, *, shots: int = 1024, seed: int = 0) -> ProbeResult:

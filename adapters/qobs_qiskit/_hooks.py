@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from qobs import _forksafe, runtime, telemetry
-from qobs._context import CURRENT_MODEL
+from qobs._context import CTX_NOISE_MODEL, CURRENT_MODEL
 from qobs.contract import Attr, Span
 from qobs.errors import contained, report_internal
 from qobs.telemetry import (
@@ -814,6 +814,8 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
                 target, requested = new, before
     try:
         handle = _start(desc)
+        if kind == "backend_run" and kwargs.get("noise_model") is not None:
+            handle.record.context[CTX_NOISE_MODEL] = kwargs["noise_model"]  # not ideal (``fidelity.noiseless``)
         if decision is not None:
             _fallback_attrs(handle, requested, decision, unsupported)
         tracker = _Tracker(handle, desc)
@@ -888,6 +890,8 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
+        if lean and kwargs.get("noise_model") is not None:
+            lean = False  # Aer: a noise model for this job alone (``_observe`` marks its record noisy)
         if lean:
             return _lean_run(orig, self, args, kwargs, run_input, desc, epoch, len(args) == 1)
         desc = _attached(desc, run_input)

@@ -95,6 +95,28 @@ def test_jobs_of_noiseless_simulators_are_not_checked(qobs_run, metric):
     fidelity.flush()
     assert checks() == before + 1
     assert 0.5 < metric("qobs_fidelity", backend="aer_simulator") < 0.97  # depolarised: visibly below 1
+    for _ in range(3):  # the ideal simulator with a noise model given to run() alone: noisy jobs, each checked
+        ideal.run(ghz, shots=2048, noise_model=noise).result()
+    fidelity.flush()
+    assert checks() == before + 4
+
+
+def test_the_probes_transpiled_circuit_is_kept_per_backend_object():
+    """The reference circuit is transpiled once per backend (and its target when the backend keeps one), and
+    never handed to another backend that took the id of one let go."""
+    from qiskit.providers.fake_provider import GenericBackendV2
+    from qiskit_aer import AerSimulator
+
+    a, b = GenericBackendV2(5, seed=1), GenericBackendV2(7, seed=2)
+    ca = fidelity._isa(a, 0)
+    assert fidelity._isa(a, 0) is ca
+    fidelity._transpiled[id(b)] = fidelity._transpiled[id(a)]  # as if b had taken the id of a backend let go
+    cb = fidelity._isa(b, 0)
+    assert cb is not ca and cb.num_qubits == 7 and fidelity._isa(b, 0) is cb
+    aer, other = AerSimulator(), AerSimulator()  # a target made anew on every read: the backend alone is the key
+    assert fidelity._isa(aer, 0) is fidelity._isa(aer, 0)
+    fidelity._transpiled[id(other)] = fidelity._transpiled[id(aer)]
+    assert fidelity._isa(other, 0) is not fidelity._isa(aer, 0)
 
 
 def test_pinned_baseline(qobs_run, metric):
