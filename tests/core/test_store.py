@@ -377,3 +377,31 @@ def test_the_optional_index_never_waits_for_a_writer_nor_builds_on_a_large_table
     monkeypatch.undo()
     store.connect(db).close()  # the next open with the store free builds it
     assert "events_kind_subject" in indexes()
+
+
+def test_columns_empty_in_a_whole_batch_are_left_out_and_every_row_reads_back_the_same(tmp_path: Path) -> None:
+    """The writer leaves out of its statements the columns that are None in every row of a group (they
+    default to NULL): each row reads back exactly as given, whichever columns its group left out, and a
+    NOT NULL column left empty in a whole group is still refused, row by row, and counted."""
+    from qobs import errors
+
+    w = store.Writer(tmp_path / "runs.db", 60.0)  # one batch at the flush
+    before = errors.internal_error_counts.get("store", 0)
+    cols = ("run_id", "ts", "backend", "shots", "queue_s", "job_id", "attrs")
+    given = [("r", 1.0, "a", 10, None, None, None), ("r", 2.0, "a", None, None, "j2", None),
+             ("r", 3.0, None, 30, None, None, {"k": 1})]
+    for row in given:
+        w.insert_values("jobs", cols, row)
+    w.insert_values("jobs", ("run_id", "ts"), ("r", 4.0))
+    w.insert_values("jobs", ("run_id", "ts", "shots"), ("r", None, None))  # NOT NULL ts empty: refused alone
+    w.insert_values("jobs", ("run_id", "ts", "shots"), ("r", 5.0, None))
+    w.flush()
+    w.close()
+    got = sqlite3.connect(tmp_path / "runs.db").execute(
+        "SELECT run_id, ts, backend, shots, queue_s, job_id, attrs FROM jobs ORDER BY id").fetchall()
+    assert got == [("r", 1.0, "a", 10, None, None, None), ("r", 2.0, "a", None, None, "j2", None),
+                   ("r", 3.0, None, 30, None, None, '{"k": 1}'), ("r", 4.0, None, None, None, None, None),
+                   ("r", 5.0, None, None, None, None, None)]
+    assert w.dropped == 1 and errors.internal_error_counts.get("store", 0) == before + 1
+    assert store._without_empty_columns(cols, given[:2]) == (
+        ("run_id", "ts", "backend", "shots", "job_id"), [("r", 1.0, "a", 10, None), ("r", 2.0, "a", None, "j2")])
