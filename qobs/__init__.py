@@ -48,7 +48,8 @@ def uninstrument() -> None:
 
 
 def flush(timeout: float = 5.0) -> None:
-    """Commit queued store rows now."""
+    """Record the jobs handed over so far, wait for the fidelity checks they queued and commit queued store rows
+    (at most ``timeout`` seconds for each)."""
     from qobs import runtime
 
     runtime.flush(timeout)

@@ -169,13 +169,18 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
 
 
 def flush(timeout: float = 5.0, *, wait_for_lock: bool = True) -> None:
-    """Record jobs handed over so far and commit queued store rows now (tests and CLI use it; the
-    recorder and the writer also run on their own). Without ``wait_for_lock``, rows that find the store
-    locked by another process go back to the writer thread instead of waiting for it."""
+    """Record jobs handed over so far, wait (at most ``timeout``) for the fidelity checks they queued, and
+    commit queued store rows now (tests and CLI use it; the recorder, the checks and the writer also run on
+    their own). Without ``wait_for_lock``, rows that find the store locked by another process go back to
+    the writer thread instead of waiting for it."""
     from qobs import telemetry
 
     with contained("recorder"):
         telemetry.drain()
+    fidelity = sys.modules.get("qobs.fidelity")  # loaded with the features: nothing to wait for otherwise
+    if fidelity is not None:
+        with contained("fidelity"):
+            fidelity.flush(timeout)  # the checks' events are rows too
     rt = _rt
     if rt is not None and rt.writer is not None:
         if wait_for_lock:

@@ -325,3 +325,30 @@ def test_checks_written_by_older_qobs_versions(tmp_path):
                  "'dev_r', ?)", (json.dumps({"fidelity": 0.8, "baseline": 0.82, "result": "pass",
                                              "source": "learned"}),))
     assert fidelity.stored_baseline(conn, "dev_r")["baseline"] == 0.82
+
+
+def test_qobs_flush_waits_for_the_checks_of_the_jobs_it_records(qobs_run, monkeypatch):
+    """``qobs.flush()`` returns with the fidelity checks of the jobs recorded so far done and their events
+    committed: a store read right after it sees them. The check is slowed (a real check, 0.3 s later) so that
+    a flush that did not wait would commit before it."""
+    import time
+
+    from qiskit import transpile
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    real = fidelity.fidelity_of
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "fidelity_of", slow)
+    qobs.configure(store=str(qobs_run), fidelity_sample=1.0)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noisy = AerSimulator(noise_model=noise, seed_simulator=1)
+    noisy.run(transpile(_ghz(), noisy), shots=512).result()
+    qobs.flush()
+    rows = sqlite3.connect(qobs_run).execute("SELECT data FROM events WHERE kind = 'fidelity_check'").fetchall()
+    assert len(rows) == 1 and 0.5 < json.loads(rows[0][0])["fidelity"] < 0.97
