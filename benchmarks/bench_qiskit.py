@@ -21,6 +21,8 @@ The verdict is ``met`` only when the whole interval is at or under the target, `
 above it, else ``inconclusive``; the exit status is 0 only when every workload is met. Printed beside: the
 added CPU per job, split into the program's threads and qobs's, and the wall-clock ratio of sums with its
 interval (qobs's threads run on another core when there is one: wall time is what the user waits).
+``--null`` runs both arms plain (an A/A run): the true ratio is 1, so its intervals are the resolution of
+the machine at the time; a target can be shown met only when an interval that wide fits under it.
 Targets: ratio <= 1.03 for a 4-qubit, 3-layer circuit at 1024 shots on Aer (backend.run and SamplerV2,
 single job), <= 1.02 for a 100-binding SamplerV2 job.
 """
@@ -80,6 +82,8 @@ def main() -> int:
                     "pairs each)")
     ap.add_argument("--block", type=float, default=None, help="seconds of plain work per block (default: one round "
                     "of the recorder, 0.25 s)")
+    ap.add_argument("--null", action="store_true", help="an A/A run: both arms plain, so the true ratio is 1 and "
+                    "the intervals show how fine a difference this machine can resolve now")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     for var in [v for v in os.environ if v.startswith(("QOBS_", "OTEL_"))]:
@@ -109,11 +113,11 @@ def main() -> int:
         meter.start()
 
         def block(on: bool, pair: int, job: Callable[[], object] = job, reps: int = reps, name: str = name) -> Block:
-            if on:
+            if on and not args.null:
                 instrumentation.instrument()
             else:
                 instrumentation.uninstrument()
-            return meter.block(job, reps, f"{name}:{on}", qobs.flush if on else None)
+            return meter.block(job, reps, f"{name}:{on}", qobs.flush if on and not args.null else None)
 
         plain, instr = alternate(block, args.seconds * share / 95.0)
         blocks = {False: plain, True: instr}
@@ -133,7 +137,8 @@ def main() -> int:
               f"  {own_us:>6.1f} + {threads_us:<6.1f}{'':34}{wr:.3f} ({wlo:.3f}-{whi:.3f});"
               f"  {r} pairs x {reps} jobs, full GCs in blocks plain/qobs {gcs}")
     qobs.uninstrument()
-    print(f"total {time.perf_counter() - t_start:.1f} s; {'all targets met' if ok else 'not all targets met'}")
+    what = "A/A run (both arms plain)" if args.null else "all targets met" if ok else "not all targets met"
+    print(f"total {time.perf_counter() - t_start:.1f} s; {what}")
     return 0 if ok else 1
 
 
