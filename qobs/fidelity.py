@@ -342,8 +342,9 @@ def flush(timeout: float = 10.0) -> None:
     from qobs.telemetry import drain
 
     drain()  # jobs not yet recorded may queue checks
-    if _worker is None or _worker[0] != os.getpid():
-        return
+    w = _worker
+    if w is None or w[0] != os.getpid() or w[1] is threading.current_thread():
+        return  # no worker of this process; or on the worker itself, whose own check is not done yet
     deadline = time.monotonic() + timeout
     while _q.unfinished_tasks and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -462,26 +463,28 @@ class ProbeResult:
 
 
 # id(backend) -> (the backend and its target, held weakly; the transpiler's seed; the reference circuit
-# transpiled for them)
+# transpiled for them), for backends that keep their target
 _transpiled: dict[int, tuple[Any, Any, int, Any]] = {}
 
 
 def _isa(backend: Any, seed: int) -> Any:
     """The reference circuit transpiled for ``backend`` (its current target, ``seed``), once. The entry is
-    checked by identity: a backend made after another was let go may reuse its id. A target made anew on
-    every read (Aer's) is not part of the key."""
-    target = getattr(backend, "target", None)
-    if target is not None and getattr(backend, "target", None) is not target:
-        target = None
-    hit = _transpiled.get(id(backend))
-    if hit is not None and _deref(hit[0]) is backend and _deref(hit[1]) is target and hit[2] == seed:
-        return hit[3]
+    checked by identity: a backend made after another was let go may reuse its id. A backend whose target is
+    made anew on every read (Aer's, which follows its options: a noise model's basis gates) is transpiled
+    for every probe, as nothing tells when its target changed."""
     from qiskit import transpile
 
+    target = getattr(backend, "target", None)
+    stable = target is not None and getattr(backend, "target", None) is target
+    if stable:
+        hit = _transpiled.get(id(backend))
+        if hit is not None and _deref(hit[0]) is backend and _deref(hit[1]) is target and hit[2] == seed:
+            return hit[3]
     c = transpile(reference_circuit(), backend=backend, seed_transpiler=seed, optimization_level=1)
-    if len(_transpiled) > 64:
-        _transpiled.clear()
-    _transpiled[id(backend)] = (_weak(backend), _weak(target), seed, c)
+    if stable:
+        if len(_transpiled) > 64:
+            _transpiled.clear()
+        _transpiled[id(backend)] = (_weak(backend), _weak(target), seed, c)
     return c
 
 

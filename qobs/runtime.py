@@ -121,6 +121,9 @@ def _lean_changed() -> None:
     telemetry.lean_changed()  # whether jobs may take the lean lane depends on the runtime and its settings
 
 
+STOP_CHECKS_WAIT_S = 2.0  # at most, for the fidelity checks still queued when the run ends (each takes ms)
+
+
 def stop(status: str | None = None, exit_code: int | None = None, *, final: bool = False) -> None:
     """End the run: record its end, flush the store, push metrics, stop exporters.
 
@@ -136,6 +139,7 @@ def stop(status: str | None = None, exit_code: int | None = None, *, final: bool
             from qobs import telemetry
 
             telemetry.drain()
+        _wait_for_checks(STOP_CHECKS_WAIT_S)  # so do their fidelity checks' events
     with _lock:
         rt, _rt = _rt, None
     _lean_changed()
@@ -175,18 +179,24 @@ def flush(timeout: float = 5.0, *, wait_for_lock: bool = True) -> None:
     the writer thread instead of waiting for it."""
     from qobs import telemetry
 
+    deadline = time.monotonic() + timeout
     with contained("recorder"):
         telemetry.drain()
-    fidelity = sys.modules.get("qobs.fidelity")  # loaded with the features: nothing to wait for otherwise
-    if fidelity is not None:
-        with contained("fidelity"):
-            fidelity.flush(timeout)  # the checks' events are rows too
+    _wait_for_checks(timeout)  # the checks' events are rows too
     rt = _rt
     if rt is not None and rt.writer is not None:
         if wait_for_lock:
-            rt.writer.flush(timeout)
+            rt.writer.flush(max(deadline - time.monotonic(), 0.0))
         else:
             rt.writer.commit_now()
+
+
+def _wait_for_checks(timeout: float) -> None:
+    """Wait (at most ``timeout``) for the fidelity checks queued so far, when the features are loaded."""
+    fidelity = sys.modules.get("qobs.fidelity")
+    if fidelity is not None:
+        with contained("fidelity"):
+            fidelity.flush(timeout)
 
 
 _hooks_installed = False

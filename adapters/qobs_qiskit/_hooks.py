@@ -785,6 +785,28 @@ def _described_lane(describe: Callable[..., _Desc], *args: Any) -> tuple[_Desc |
         return None, False
 
 
+_with_run_options: dict[type, bool] = {}  # primitive type -> whether it has ``options`` (their ``run_options``)
+
+
+def _run_noise(target: Any, kind: str, kwargs: dict[str, Any]) -> Any:
+    """The noise model given for this job alone, not the backend's: Aer's ``run(noise_model=...)``, or one in a
+    primitive's ``options.run_options`` (``BackendSamplerV2`` and Aer's primitives pass them to the backend's
+    run); None when there is none. Never raises."""
+    if kind == "backend_run":
+        return kwargs.get("noise_model")
+    cls = type(target)
+    has = _with_run_options.get(cls)
+    if has is None:
+        has = _with_run_options[cls] = hasattr(cls, "options")
+    if not has:  # the reference primitives: no options to read, no failed lookup per job
+        return None
+    try:
+        run_options = target.options.run_options
+        return run_options.get("noise_model") if isinstance(run_options, dict) else None
+    except Exception:  # noqa: BLE001 - options of another shape
+        return None
+
+
 def _attached(desc: _Desc | None, run_input: Any) -> _Desc | None:
     """``_with_circuits``, contained (None: describing failed, counted; the job still runs)."""
     if desc is None or desc.run_input is not None:
@@ -814,8 +836,9 @@ def _observe(orig: Callable[..., Any], target: Any, kind: str, args: tuple, kwar
                 target, requested = new, before
     try:
         handle = _start(desc)
-        if kind == "backend_run" and kwargs.get("noise_model") is not None:
-            handle.record.context[CTX_NOISE_MODEL] = kwargs["noise_model"]  # not ideal (``fidelity.noiseless``)
+        noise = _run_noise(target, kind, kwargs)
+        if noise is not None:
+            handle.record.context[CTX_NOISE_MODEL] = noise  # not ideal (``fidelity.noiseless``)
         if decision is not None:
             _fallback_attrs(handle, requested, decision, unsupported)
         tracker = _Tracker(handle, desc)
@@ -869,6 +892,8 @@ def _make_primitive_run(kind: str) -> Callable[[Any], Any]:
             epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
             pubs = args[0] if args else kwargs.get("pubs", [])
             desc, lean = _described_lane(_describe_primitive, self, kind, pubs, kwargs)
+            if lean and _run_noise(self, kind, kwargs) is not None:
+                lean = False
             if lean:
                 return _lean_run(orig, self, args, kwargs, pubs, desc, epoch, len(args) == 1)
             return _observe(orig, self, kind, args, kwargs, _attached(desc, pubs))
@@ -891,7 +916,7 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
         if lean and kwargs.get("noise_model") is not None:
-            lean = False  # Aer: a noise model for this job alone (``_observe`` marks its record noisy)
+            lean = False  # a noise model for this job alone (``_run_noise``)
         if lean:
             return _lean_run(orig, self, args, kwargs, run_input, desc, epoch, len(args) == 1)
         desc = _attached(desc, run_input)
@@ -1087,8 +1112,8 @@ class _Fast:
     what chose the lane unchanged (``telemetry.lean_epoch``, the tracer provider, the simulator's noise model
     and default shots, read from its options). Only a job that took the lean lane is remembered."""
 
-    __slots__ = ("desc", "epoch", "fields", "items", "kwargs", "kwtypes", "lengths", "one", "opts", "provider",
-                 "shots", "target", "trace", "watched")
+    __slots__ = ("desc", "epoch", "fields", "items", "kind", "kwargs", "kwtypes", "lengths", "one", "opts",
+                 "provider", "shots", "target", "trace", "watched")
 
     def hit(self, target: Any, run_input: Any, kwargs: dict[str, Any]) -> bool:
         """Whether a job of ``target`` with ``run_input`` and ``kwargs`` is this one again. Never raises: a user's
@@ -1107,6 +1132,8 @@ class _Fast:
                 for a, b, n in zip(run_input, self.items, self.lengths, strict=True):
                     if a is not b() or len(a) != n:
                         return False
+            if self.kind is not None and _run_noise(target, self.kind, kwargs) is not None:
+                return False  # a primitive given a noise model in its run options since
             fields = self.fields
             return fields is None or (self.watched()._options is self.opts and fields.get("noise_model", False) is None
                                       and (self.shots is _UNSET or fields.get("shots") == self.shots))
@@ -1147,6 +1174,7 @@ def _remember(target: Any, run_input: Any, kwargs: dict[str, Any], desc: _Desc, 
     f.target, f.desc, f.epoch = weakref.ref(target), desc, epoch  # the target, like the circuits, held weakly
     f.kwargs, f.kwtypes = dict(kwargs), tuple(map(type, kwargs.values()))
     f.trace, f.provider = _otel_trace(), provider
+    f.kind = None if desc.operation == "backend_run" else desc.operation  # a primitive's run options: read per hit
     f.fields = f.opts = f.watched = None
     f.shots = _UNSET
     backend = backend_of(desc)

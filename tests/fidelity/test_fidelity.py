@@ -101,11 +101,48 @@ def test_jobs_of_noiseless_simulators_are_not_checked(qobs_run, metric):
     assert checks() == before + 4
 
 
+def test_a_noise_model_in_a_primitives_run_options_makes_its_jobs_noisy(qobs_run, metric):
+    """A sampler on an ideal Aer simulator with a noise model in its run options (``BackendSamplerV2``, Aer's
+    own ``SamplerV2``) runs noisy jobs: each is checked, also when the noise model is set after its ideal
+    jobs were remembered for the lean lane."""
+    from qiskit import transpile
+    from qiskit.primitives import BackendSamplerV2
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+    from qiskit_aer.primitives import SamplerV2
+
+    qobs.configure(fidelity_sample=1.0)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    ideal = AerSimulator(seed_simulator=1)
+    ghz = transpile(_ghz(), ideal)
+    checks = lambda: sum(metric("qobs_fidelity_checks_total", backend="aer_simulator", result=r)  # noqa: E731
+                         for r in ("pass", "fail"))
+    before = checks()
+    for sampler in (BackendSamplerV2(backend=ideal, options={"run_options": {"noise_model": noise}}),
+                    SamplerV2(seed=1, options={"run_options": {"noise_model": noise}})):
+        for _ in range(2):
+            sampler.run([ghz], shots=512).result()
+    fidelity.flush()
+    assert checks() == before + 4
+    sampler = BackendSamplerV2(backend=ideal)
+    for _ in range(3):  # ideal: not checked, and remembered
+        sampler.run([ghz], shots=512).result()
+    fidelity.flush()
+    assert checks() == before + 4
+    sampler.options.run_options = {"noise_model": noise}
+    sampler.run([ghz], shots=512).result()
+    fidelity.flush()
+    assert checks() == before + 5
+
+
 def test_the_probes_transpiled_circuit_is_kept_per_backend_object():
-    """The reference circuit is transpiled once per backend (and its target when the backend keeps one), and
-    never handed to another backend that took the id of one let go."""
+    """The reference circuit is transpiled once per backend that keeps its target, and never handed to another
+    backend that took the id of one let go. Aer makes its target anew on every read, following its options:
+    its circuit follows a noise model's basis gates set since the last probe."""
     from qiskit.providers.fake_provider import GenericBackendV2
     from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
 
     a, b = GenericBackendV2(5, seed=1), GenericBackendV2(7, seed=2)
     ca = fidelity._isa(a, 0)
@@ -113,10 +150,13 @@ def test_the_probes_transpiled_circuit_is_kept_per_backend_object():
     fidelity._transpiled[id(b)] = fidelity._transpiled[id(a)]  # as if b had taken the id of a backend let go
     cb = fidelity._isa(b, 0)
     assert cb is not ca and cb.num_qubits == 7 and fidelity._isa(b, 0) is cb
-    aer, other = AerSimulator(), AerSimulator()  # a target made anew on every read: the backend alone is the key
-    assert fidelity._isa(aer, 0) is fidelity._isa(aer, 0)
-    fidelity._transpiled[id(other)] = fidelity._transpiled[id(aer)]
-    assert fidelity._isa(other, 0) is not fidelity._isa(aer, 0)
+    aer = AerSimulator()
+    assert "cx" in fidelity._isa(aer, 0).count_ops()
+    noise = NoiseModel(basis_gates=["rz", "sx", "cz"])
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.1, 2), ["cz"])
+    aer.set_options(noise_model=noise)
+    ops = fidelity._isa(aer, 0).count_ops()
+    assert "cz" in ops and "cx" not in ops
 
 
 def test_pinned_baseline(qobs_run, metric):
@@ -352,3 +392,41 @@ def test_qobs_flush_waits_for_the_checks_of_the_jobs_it_records(qobs_run, monkey
     qobs.flush()
     rows = sqlite3.connect(qobs_run).execute("SELECT data FROM events WHERE kind = 'fidelity_check'").fetchall()
     assert len(rows) == 1 and 0.5 < json.loads(rows[0][0])["fidelity"] < 0.97
+
+
+def test_checks_still_queued_when_the_run_ends_land_in_that_run(qobs_run, monkeypatch):
+    """Ending the run (``qobs.shutdown()``, and so the exit) waits for the fidelity checks still queued: their
+    events are that run's, and no second run is started by a check finishing after it ended. A ``flush()``
+    on the checks' own worker (a check that ends up asking for one) returns at once instead of waiting for
+    itself."""
+    import time
+
+    from qiskit import transpile
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    real = fidelity.fidelity_of
+    waited: list[float] = []
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        t = time.monotonic()
+        fidelity.flush(1.0)
+        waited.append(time.monotonic() - t)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "fidelity_of", slow)
+    qobs.configure(store=str(qobs_run), fidelity_sample=1.0)
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noisy = AerSimulator(noise_model=noise, seed_simulator=1)
+    noisy.run(transpile(_ghz(), noisy), shots=512).result()
+    qobs.shutdown()
+    ended = time.time()
+    time.sleep(0.5)
+    conn = sqlite3.connect(qobs_run)
+    job_runs = [r[0] for r in conn.execute("SELECT run_id FROM jobs")]
+    events = [r[0] for r in conn.execute("SELECT run_id FROM events WHERE kind = 'fidelity_check'")]
+    assert len(job_runs) == 1 and events == job_runs
+    assert conn.execute("SELECT COUNT(*) FROM runs WHERE started_at >= ?", (ended,)).fetchone()[0] == 0
+    assert len(waited) == 1 and waited[0] < 0.5
