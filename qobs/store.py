@@ -469,6 +469,8 @@ def _without_empty_columns(cols: tuple[str, ...], rows: list[Any]) -> tuple[tupl
         return cols, rows
     drop = set(empty)
     keep = [j for j in range(len(cols)) if j not in drop]
+    if not keep:  # nothing set at all: SQLite refuses the rows (every table has a NOT NULL column) and says why
+        return cols, rows
     if len(keep) == 1:
         k = keep[0]
         return (cols[k],), [(row[k],) for row in rows]

@@ -405,3 +405,5 @@ def test_columns_empty_in_a_whole_batch_are_left_out_and_every_row_reads_back_th
     assert w.dropped == 1 and errors.internal_error_counts.get("store", 0) == before + 1
     assert store._without_empty_columns(cols, given[:2]) == (
         ("run_id", "ts", "backend", "shots", "job_id"), [("r", 1.0, "a", 10, None), ("r", 2.0, "a", None, "j2")])
+    empty = [(None, None), (None, None)]  # nothing set: left whole, for SQLite to refuse with its own reason
+    assert store._without_empty_columns(("run_id", "ts"), empty) == (("run_id", "ts"), empty)
