@@ -367,10 +367,9 @@ def test_checks_written_by_older_qobs_versions(tmp_path):
     assert fidelity.stored_baseline(conn, "dev_r")["baseline"] == 0.82
 
 
-def test_qobs_flush_waits_for_the_checks_of_the_jobs_it_records(qobs_run, monkeypatch):
-    """``qobs.flush()`` returns with the fidelity checks of the jobs recorded so far done and their events
-    committed: a store read right after it sees them. The check is slowed (a real check, 0.3 s later) so that
-    a flush that did not wait would commit before it."""
+def _noisy_job_checked_slowly(store, monkeypatch, during=None) -> None:
+    """One noisy Aer job, sampled for a fidelity check that is real but starts 0.3 s late (then ``during()``
+    runs on the checks' worker)."""
     import time
 
     from qiskit import transpile
@@ -381,14 +380,23 @@ def test_qobs_flush_waits_for_the_checks_of_the_jobs_it_records(qobs_run, monkey
 
     def slow(*args, **kwargs):
         time.sleep(0.3)
+        if during is not None:
+            during()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fidelity, "fidelity_of", slow)
-    qobs.configure(store=str(qobs_run), fidelity_sample=1.0)
+    qobs.configure(store=str(store), fidelity_sample=1.0)
     noise = NoiseModel()
     noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
     noisy = AerSimulator(noise_model=noise, seed_simulator=1)
     noisy.run(transpile(_ghz(), noisy), shots=512).result()
+
+
+def test_qobs_flush_waits_for_the_checks_of_the_jobs_it_records(qobs_run, monkeypatch):
+    """``qobs.flush()`` returns with the fidelity checks of the jobs recorded so far done and their events
+    committed: a store read right after it sees them. The check starts 0.3 s late, so that a flush that did
+    not wait would commit before it."""
+    _noisy_job_checked_slowly(qobs_run, monkeypatch)
     qobs.flush()
     rows = sqlite3.connect(qobs_run).execute("SELECT data FROM events WHERE kind = 'fidelity_check'").fetchall()
     assert len(rows) == 1 and 0.5 < json.loads(rows[0][0])["fidelity"] < 0.97
@@ -401,26 +409,14 @@ def test_checks_still_queued_when_the_run_ends_land_in_that_run(qobs_run, monkey
     itself."""
     import time
 
-    from qiskit import transpile
-    from qiskit_aer import AerSimulator
-    from qiskit_aer.noise import NoiseModel, depolarizing_error
-
-    real = fidelity.fidelity_of
     waited: list[float] = []
 
-    def slow(*args, **kwargs):
-        time.sleep(0.3)
+    def flush_on_the_worker() -> None:
         t = time.monotonic()
         fidelity.flush(1.0)
         waited.append(time.monotonic() - t)
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(fidelity, "fidelity_of", slow)
-    qobs.configure(store=str(qobs_run), fidelity_sample=1.0)
-    noise = NoiseModel()
-    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
-    noisy = AerSimulator(noise_model=noise, seed_simulator=1)
-    noisy.run(transpile(_ghz(), noisy), shots=512).result()
+    _noisy_job_checked_slowly(qobs_run, monkeypatch, flush_on_the_worker)
     qobs.shutdown()
     ended = time.time()
     time.sleep(0.5)
