@@ -48,8 +48,8 @@ def uninstrument() -> None:
 
 
 def flush(timeout: float = 5.0) -> None:
-    """Record the jobs handed over so far, wait for the fidelity checks they queued and commit queued store rows
-    (at most ``timeout`` seconds for each)."""
+    """Record the jobs handed over so far, wait for the fidelity checks they queued and commit queued store rows,
+    within ``timeout`` seconds in all."""
     from qobs import runtime
 
     runtime.flush(timeout)

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from qobs import _forksafe, features
+from qobs import _forksafe, features, runtime
 from qobs._context import CTX_BACKEND, CTX_CIRCUITS, CTX_COUNTS, CTX_NOISE_MODEL, CTX_PROBE_DRAW
 from qobs.errors import ConfigError, contained
 
@@ -264,8 +264,9 @@ def _state(backend: str, pinned: float | None) -> dict[str, Any]:
     return st
 
 
-def record_check(backend: str, fidelity: float) -> Check:
-    """Compare one fidelity with the backend's baseline; update gauges, counter and events."""
+def record_check(backend: str, fidelity: float, *, start_run: bool = True) -> Check:
+    """Compare one fidelity with the backend's baseline; update gauges, counter and events (without
+    ``start_run``, the event only into a run going on: ``telemetry.record_event``)."""
     s = _settings()
     st = _state(backend, s.fidelity_baseline)
     with _lock:
@@ -288,7 +289,7 @@ def record_check(backend: str, fidelity: float) -> Check:
     m["qobs_fidelity_checks_total"].child(backend, result).inc()
     record_event("fidelity_check", backend, {"fidelity": fidelity, "baseline": baseline, "result": result,
                                              "tolerance": s.fidelity_tolerance, "source": source,
-                                             "epoch": current or 0})
+                                             "epoch": current or 0}, start_run=start_run)
     return Check(backend, fidelity, baseline, result)
 
 
@@ -331,8 +332,10 @@ def _work() -> None:
             with contained("fidelity"):
                 c = counts[i]
                 f = fidelity_of(circuit, dict(c)) if c else None
-                if f is not None:
-                    record_check(backend, f)
+                # A check that the run's end stopped waiting for (``runtime.STOP_CHECKS_WAIT_S``) is dropped:
+                # its run is over, and reading the baseline or storing the event would start another.
+                if f is not None and runtime.current() is not None:
+                    record_check(backend, f, start_run=False)
         finally:
             q.task_done()
 

@@ -965,10 +965,13 @@ def _store_job(handle: JobHandle) -> None:
         rec.session_id, trace_id, span_id, rec.attributes or None))
 
 
-def record_event(kind: str, subject: str | None = None, data: Mapping[str, Any] | None = None) -> None:
-    """Store an event (budget crossing, calibration change, fidelity check, ...)."""
+def record_event(kind: str, subject: str | None = None, data: Mapping[str, Any] | None = None, *,
+                 start_run: bool = True) -> None:
+    """Store an event (budget crossing, calibration change, fidelity check, ...). Without ``start_run``, only
+    into a run going on: an event of a run that has ended (a background thread's, late) is dropped rather than
+    starting another."""
     with contained("store"):
-        rt = runtime.current() or runtime.start()
+        rt = runtime.current() or (runtime.start() if start_run else None)
         if rt is not None and rt.writer is not None:
             rt.writer.insert("events", {"run_id": rt.run_id, "ts": time.time(), "kind": kind, "subject": subject,
                                         "data": dict(data) if data else None})

@@ -785,25 +785,26 @@ def _described_lane(describe: Callable[..., _Desc], *args: Any) -> tuple[_Desc |
         return None, False
 
 
-_with_run_options: dict[type, bool] = {}  # primitive type -> whether it has ``options`` (their ``run_options``)
+_with_run_options: dict[type, bool] = {}  # primitive type -> whether its options have ``run_options``
 
 
 def _run_noise(target: Any, kind: str, kwargs: dict[str, Any]) -> Any:
     """The noise model given for this job alone, not the backend's: Aer's ``run(noise_model=...)``, or one in a
     primitive's ``options.run_options`` (``BackendSamplerV2`` and Aer's primitives pass them to the backend's
-    run); None when there is none. Never raises."""
+    run); None when there is none. Never raises; a primitive type whose options have no run options (the
+    reference primitives, ``BackendEstimatorV2``) is known after its first job: no failed lookup per job."""
     if kind == "backend_run":
         return kwargs.get("noise_model")
-    cls = type(target)
-    has = _with_run_options.get(cls)
-    if has is None:
-        has = _with_run_options[cls] = hasattr(cls, "options")
-    if not has:  # the reference primitives: no options to read, no failed lookup per job
-        return None
     try:
+        cls = type(target)
+        has = _with_run_options.get(cls)
+        if has is None:
+            has = _with_run_options[cls] = hasattr(cls, "options") and hasattr(target.options, "run_options")
+        if not has:
+            return None
         run_options = target.options.run_options
         return run_options.get("noise_model") if isinstance(run_options, dict) else None
-    except Exception:  # noqa: BLE001 - options of another shape
+    except Exception:  # noqa: BLE001 - options of another shape, a descriptor that raises
         return None
 
 

@@ -1010,3 +1010,31 @@ def test_a_lean_jobs_record_keeps_its_backend_when_the_user_let_the_simulator_go
     finally:
         telemetry.remove_job_listener(listener)
     assert backends == ["AerSimulator"] * 6
+
+
+def test_a_primitive_whose_options_raise_is_run_and_recorded_unchanged(qobs_run, untraced):
+    """A primitive of the user's whose ``options`` cannot be read on its class (a lazy descriptor that raises
+    KeyError there) runs as without qobs: nothing escapes into the program and every job is recorded. So
+    does ``BackendEstimatorV2``, whose options have no run options to look for a noise model in."""
+    class Lazy:
+        def __get__(self, obj, cls=None):
+            return obj.__dict__["_lazy"] if obj is not None else cls.__dict__["_lazy_cls"]
+
+    class MySampler(BackendSamplerV2):
+        options = Lazy()
+
+        def __init__(self, backend):
+            super().__init__(backend=backend)
+            self.__dict__["_lazy"] = self._options
+
+    sim = aer()
+    qc = transpile(ansatz(n=2, layers=1).assign_parameters([0.1, 0.2]), sim)
+    sampler = MySampler(sim)
+    counts = [sampler.run([qc], shots=64).result()[0].data.meas.get_counts() for _ in range(3)]
+    estimator = BackendEstimatorV2(backend=sim)
+    for _ in range(2):
+        estimator.run([(ansatz(n=2, layers=1, measure=False).assign_parameters([0.1, 0.2]),
+                        SparsePauliOp("ZZ"))]).result()
+    rows = jobs_rows(qobs_run)
+    assert [r["operation"] for r in rows] == ["sampler"] * 3 + ["estimator"] * 2
+    assert [r["shots"] for r in rows[:3]] == [64] * 3 and all(sum(c.values()) == 64 for c in counts)

@@ -426,3 +426,20 @@ def test_checks_still_queued_when_the_run_ends_land_in_that_run(qobs_run, monkey
     assert len(job_runs) == 1 and events == job_runs
     assert conn.execute("SELECT COUNT(*) FROM runs WHERE started_at >= ?", (ended,)).fetchone()[0] == 0
     assert len(waited) == 1 and waited[0] < 0.5
+
+
+def test_a_check_the_end_of_the_run_did_not_wait_for_starts_no_new_run(qobs_run, monkeypatch):
+    """A check still running when the run's end stops waiting (``STOP_CHECKS_WAIT_S``) is dropped: its event
+    does not start another run after the program ended qobs."""
+    import time
+
+    from qobs import runtime
+
+    monkeypatch.setattr(runtime, "STOP_CHECKS_WAIT_S", 0.05)
+    _noisy_job_checked_slowly(qobs_run, monkeypatch)
+    qobs.shutdown()
+    ended = time.time()
+    time.sleep(0.6)  # the check (0.3 s late) is done by now
+    conn = sqlite3.connect(qobs_run)
+    assert conn.execute("SELECT COUNT(*) FROM runs WHERE started_at >= ?", (ended,)).fetchone()[0] == 0
+    assert runtime.current() is None
