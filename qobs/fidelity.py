@@ -345,6 +345,11 @@ def flush(timeout: float = 10.0) -> None:
     from qobs.telemetry import drain
 
     drain()  # jobs not yet recorded may queue checks
+    wait_queued(timeout)
+
+
+def wait_queued(timeout: float) -> None:
+    """Wait (at most ``timeout``) until the checks queued so far are done (``runtime.flush`` drains first)."""
     w = _worker
     if w is None or w[0] != os.getpid() or w[1] is threading.current_thread():
         return  # no worker of this process; or on the worker itself, whose own check is not done yet

@@ -182,7 +182,7 @@ def flush(timeout: float = 5.0, *, wait_for_lock: bool = True) -> None:
     deadline = time.monotonic() + timeout
     with contained("recorder"):
         telemetry.drain()
-    _wait_for_checks(timeout)  # the checks' events are rows too
+    _wait_for_checks(max(deadline - time.monotonic(), 0.0))  # the checks' events are rows too
     rt = _rt
     if rt is not None and rt.writer is not None:
         if wait_for_lock:
@@ -192,11 +192,12 @@ def flush(timeout: float = 5.0, *, wait_for_lock: bool = True) -> None:
 
 
 def _wait_for_checks(timeout: float) -> None:
-    """Wait (at most ``timeout``) for the fidelity checks queued so far, when the features are loaded."""
+    """Wait (at most ``timeout``) for the fidelity checks queued so far, when the features are loaded (the
+    caller has drained the recorder, which queues them)."""
     fidelity = sys.modules.get("qobs.fidelity")
     if fidelity is not None:
         with contained("fidelity"):
-            fidelity.flush(timeout)
+            fidelity.wait_queued(timeout)
 
 
 _hooks_installed = False

@@ -453,31 +453,29 @@ class Writer:
 
 
 _CHUNK_ROWS = 128
+_MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
+_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
 
 
 def _without_empty_columns(cols: tuple[str, ...], rows: list[Any]) -> tuple[tuple[str, ...], list[Any]]:
     """``cols`` and ``rows`` without the columns that are None in every row (every column of ``TABLES``
-    defaults to NULL, so the rows stored are the same). Binding
-    and storing fewer values: a job row leaves a third of its columns empty, and dropping them cut SQLite's
-    time per row by about a third (6 against 10 us measured, 150-row batches)."""
+    defaults to NULL, so the rows stored are the same). SQLite binds and stores fewer values: a job row
+    leaves a third of its columns empty, and leaving them out cut the writer's time per row from 11 to 6 us
+    (150-row batches)."""
     empty = [j for j, v in enumerate(rows[0]) if v is None]
     for row in rows:
         if not empty:
             return cols, rows
         empty = [j for j in empty if row[j] is None]
-    if not empty:
-        return cols, rows
     drop = set(empty)
     keep = [j for j in range(len(cols)) if j not in drop]
-    if not keep:  # nothing set at all: SQLite refuses the rows (every table has a NOT NULL column) and says why
+    if not drop or not keep:  # nothing to leave out; or nothing set at all: SQLite refuses it and says why
         return cols, rows
-    if len(keep) == 1:
+    if len(keep) == 1:  # itemgetter of one index gives the value, not a tuple
         k = keep[0]
         return (cols[k],), [(row[k],) for row in rows]
     get = operator.itemgetter(*keep)
     return tuple(cols[j] for j in keep), [get(row) for row in rows]
-_MAX_VARIABLES = 30_000  # SQLite's default limit is 32766 bound parameters per statement
-_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
 
 
 def _insert_sql(table: str, cols: tuple[str, ...], rows: int) -> str:

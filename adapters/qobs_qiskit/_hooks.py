@@ -916,8 +916,8 @@ def _make_backend_run(orig: Callable[..., Any]) -> Callable[..., Any]:
         epoch = telemetry.lean_epoch  # before the lane is chosen: a change meanwhile is seen at result()
         run_input = args[0] if args else kwargs.get("run_input", kwargs.get("circuits"))
         desc, lean = _described_lane(_describe_backend_run, self, run_input, kwargs)
-        if lean and kwargs.get("noise_model") is not None:
-            lean = False  # a noise model for this job alone (``_run_noise``)
+        if lean and _run_noise(self, "backend_run", kwargs) is not None:
+            lean = False
         if lean:
             return _lean_run(orig, self, args, kwargs, run_input, desc, epoch, len(args) == 1)
         desc = _attached(desc, run_input)
@@ -1060,8 +1060,7 @@ class _Lean:
     def __init__(self, desc: _Desc, t0: float, epoch: int, run_input: Any) -> None:
         self.desc, self.t0 = desc, t0
         self.run_input = run_input  # its circuits, until recorded (the full way needs them: ``_with_circuits``)
-        ref = desc.backend_ref  # its backend, until recorded (a kept description holds it weakly: ``backend_of``)
-        self.backend = desc.backend_obj if ref is None else ref()
+        self.backend = backend_of(desc)  # its backend, until recorded (a kept description holds it weakly)
         self.epoch = epoch  # ``telemetry.lean_epoch`` as the lane was chosen: if it moved, ``results_kept`` is asked
         self.job: Any = None
         self.gen = _state.generation
