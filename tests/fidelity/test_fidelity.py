@@ -47,6 +47,20 @@ def test_sampling_is_deterministic_given_the_seed(qobs_run):
     assert a == b and a != c and 5 < sum(a) < 25
 
 
+def _cx_noise():
+    """A noise model that depolarises every CX (20 %): a GHZ state's fidelity falls visibly below 1."""
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    return noise
+
+
+def _aer_checks(metric) -> float:
+    """Fidelity checks of ``aer_simulator`` jobs so far, passed or failed."""
+    return sum(metric("qobs_fidelity_checks_total", backend="aer_simulator", result=r) for r in ("pass", "fail"))
+
+
 def _job_with_counts(backend: str, circuit, counts):
     h = telemetry.start_job("backend_run", backend, "p", circuits=1, shots=sum(counts.values()))
     h.record.context.update({telemetry.CTX_CIRCUITS: [circuit], telemetry.CTX_COUNTS: [counts]})
@@ -75,15 +89,12 @@ def test_jobs_of_noiseless_simulators_are_not_checked(qobs_run, metric):
     from qiskit import transpile
     from qiskit.primitives import StatevectorSampler
     from qiskit_aer import AerSimulator
-    from qiskit_aer.noise import NoiseModel, depolarizing_error
 
     qobs.configure(fidelity_sample=1.0)
-    noise = NoiseModel()
-    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noise = _cx_noise()
     ideal, noisy = AerSimulator(seed_simulator=1), AerSimulator(noise_model=noise, seed_simulator=1)
     ghz = transpile(_ghz(), ideal)
-    checks = lambda: sum(metric("qobs_fidelity_checks_total", backend="aer_simulator", result=r)  # noqa: E731
-                         for r in ("pass", "fail"))
+    checks = lambda: _aer_checks(metric)  # noqa: E731
     before = checks()
     for _ in range(3):
         ideal.run(ghz, shots=256).result()
@@ -108,16 +119,13 @@ def test_a_noise_model_in_a_primitives_run_options_makes_its_jobs_noisy(qobs_run
     from qiskit import transpile
     from qiskit.primitives import BackendSamplerV2
     from qiskit_aer import AerSimulator
-    from qiskit_aer.noise import NoiseModel, depolarizing_error
     from qiskit_aer.primitives import SamplerV2
 
     qobs.configure(fidelity_sample=1.0)
-    noise = NoiseModel()
-    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noise = _cx_noise()
     ideal = AerSimulator(seed_simulator=1)
     ghz = transpile(_ghz(), ideal)
-    checks = lambda: sum(metric("qobs_fidelity_checks_total", backend="aer_simulator", result=r)  # noqa: E731
-                         for r in ("pass", "fail"))
+    checks = lambda: _aer_checks(metric)  # noqa: E731
     before = checks()
     for sampler in (BackendSamplerV2(backend=ideal, options={"run_options": {"noise_model": noise}}),
                     SamplerV2(seed=1, options={"run_options": {"noise_model": noise}})):
@@ -374,7 +382,6 @@ def _noisy_job_checked_slowly(store, monkeypatch, during=None) -> None:
 
     from qiskit import transpile
     from qiskit_aer import AerSimulator
-    from qiskit_aer.noise import NoiseModel, depolarizing_error
 
     real = fidelity.fidelity_of
 
@@ -386,8 +393,7 @@ def _noisy_job_checked_slowly(store, monkeypatch, during=None) -> None:
 
     monkeypatch.setattr(fidelity, "fidelity_of", slow)
     qobs.configure(store=str(store), fidelity_sample=1.0)
-    noise = NoiseModel()
-    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noise = _cx_noise()
     noisy = AerSimulator(noise_model=noise, seed_simulator=1)
     noisy.run(transpile(_ghz(), noisy), shots=512).result()
 
